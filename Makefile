@@ -1,0 +1,25 @@
+# mmfish: one entry per job. Every target sets up (or reuses) the environment first.
+PYTHON ?= .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint format
+
+setup:            ## make or reuse .venv with torch, mmcv (built with ops), mmengine, mmdet, mmfish
+	bash tools/setup_env.sh
+
+demo: setup       ## generate the shapes dataset, train Mask R-CNN + FishNet-99 on CPU, evaluate
+	$(PYTHON) tools/demo.py
+
+test: setup       ## the whole test suite, slow end-to-end runs included
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: setup  ## the suite without the slow end-to-end runs
+	$(PYTHON) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+lint: setup       ## formatter and linter check (ruff)
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check .
+
+format: setup
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .

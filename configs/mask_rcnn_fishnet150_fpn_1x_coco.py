@@ -1,0 +1,6 @@
+# Mask R-CNN, FishNet-150 + FPN, 1x schedule (12 epochs), COCO 2017 under data/coco/.
+# 16 images per iteration (8 GPUs x 2); --auto-scale-lr rescales lr for other batch sizes.
+_base_ = [
+    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+    './_base_/fishnet_detection.py',
+]

@@ -1,0 +1,3 @@
+from .backbones import FishNet
+
+__all__ = ['FishNet']

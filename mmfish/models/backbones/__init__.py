@@ -1,0 +1,3 @@
+from .fishnet import FishNet
+
+__all__ = ['FishNet']

@@ -1,0 +1,383 @@
+"""FishNet backbone for MMDetection.
+
+Sun et al., "FishNet: A Versatile Backbone for Image, Region, and Pixel Level Prediction",
+NeurIPS 2018 (arXiv 1901.03495). Built to match the authors' reference implementation
+(github kevin-ssy/FishNet, ``models/fishnet.py``): same layers, same parameter counts, and,
+after ``tools/model_converters/fishnet2mmdet.py``, the same outputs for the same weights.
+
+A FishNet has a tail that goes down in resolution (like a ResNet), a bridge, a body that comes
+back up (UR blocks) and a head that goes down again (DR blocks). Body and head stages
+concatenate their trunk with a *transferred* earlier feature, so the head's outputs hold
+features of every depth. Its eleven features, numbered as ``out_indices`` uses them:
+
+=====  ==================  ====================  ======
+index  part                channels (all archs)  stride
+=====  ==================  ====================  ======
+0      stem                64                    4
+1-3    tail stages 0-2     128, 256, 512         8, 16, 32
+4      bridge              512                   32
+5-7    body stages 0-2     768, 512, 320         16, 8, 4
+8-10   head stages 0-2     832, 1600, 2112       8, 16, 32
+=====  ==================  ====================  ======
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmfish.registry import MODELS
+from mmfish.utils.typing import ConfigType, OptConfigType, OptMultiConfig
+
+from .fish_blocks import Bridge, BodyStage, HeadStage, ScoreHead, Stem, TailStage, build_norm
+
+# Which earlier feature each body / head stage transfers (reference ``trans_map=(2,1,0,6,5,4)``):
+# the body refines with tail features 2, 1 and the stem; the head with body features 6, 5 and
+# the bridge.
+BODY_TRANSFER_SOURCES = (2, 1, 0)
+HEAD_TRANSFER_SOURCES = (6, 5, 4)
+NUM_FEATURES = 11
+SIZE_DIVISOR = 32
+
+# The reference's network_planes [64, 128, 256, 512, 512, 512, 384, 256, 320, 832, 1600] are
+# shared by all variants: stem, tail (x3), bridge (= last tail), body (x3) and head. The head's
+# planes equal its input channels (no channel reduction), so they are derived, not set.
+_REFERENCE_CHANNELS = dict(
+    stem_channels=64, tail_channels=(128, 256, 512), body_channels=(512, 384, 256)
+)
+
+
+@MODELS.register_module()
+class FishNet(BaseModule):
+    """FishNet backbone.
+
+    Args:
+        arch: ``'fishnet99'``, ``'fishnet150'``, ``'fishnet201'``, or a dict with the block
+            counts ``tail_blocks``, ``bridge_blocks``, ``body_blocks``, ``head_blocks``,
+            ``body_transfer_blocks``, ``head_transfer_blocks`` (and optionally
+            ``stem_channels``, ``tail_channels``, ``body_channels``).
+        in_channels: Channels of the input image.
+        out_indices: Features to return, by index in the table of the module docstring. The
+            default ``(7, 8, 9, 10)`` is the body's last feature and the head's three: strides
+            4, 8, 16, 32, the natural input of an FPN. Stages after the last requested feature
+            are not built (unless ``num_classes`` is set).
+        out_norm: Pass each returned feature through its own norm and ReLU. FishNet is
+            pre-activation: its features are sums of residuals, never normalised (standard
+            deviation about 2 on 2112 channels), and every consumer inside the network starts
+            with norm-ReLU, as the reference classifier does. An FPN does not, and fed raw
+            features its losses start an order of magnitude higher; so detection configs keep
+            this on. ``False`` returns the raw features, exactly as the reference computes them.
+        num_classes: Build the reference's score head (norm-ReLU-conv1x1-norm-ReLU, global pool,
+            conv1x1) for image classification; use :meth:`classify`. None: no score head.
+        frozen_stages: Freeze (eval mode, no gradient) the modules producing features
+            ``0..frozen_stages``. -1 freezes nothing.
+        norm_cfg: Norm layers (BN, SyncBN, GN with ``num_groups`` dividing 80, 208, 400...).
+        conv_cfg: Conv layers; None is ``nn.Conv2d``.
+        norm_eval: Keep norm layers in eval mode (frozen statistics) while training.
+        with_cp: Gradient checkpointing in every residual block: less memory, same results.
+        channels_last: Run the network in the channels-last memory format (faster convolutions
+            on CPUs and tensor cores); inputs are converted, outputs are the same values.
+        init_cfg: None is the reference's initialisation (conv weights normal with std
+            ``sqrt(2 / (k * k * out_channels))``, norms 1 and 0); or an mmengine init config,
+            e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
+
+    Example:
+        >>> import torch
+        >>> from mmfish.models import FishNet
+        >>> model = FishNet(arch='fishnet99')
+        >>> model.eval()
+        >>> outputs = model(torch.rand(1, 3, 224, 256))
+        >>> for feature in outputs:
+        ...     print(tuple(feature.shape))
+        (1, 320, 56, 64)
+        (1, 832, 28, 32)
+        (1, 1600, 14, 16)
+        (1, 2112, 7, 8)
+    """
+
+    arch_settings: Dict[str, dict] = {
+        'fishnet99': dict(
+            tail_blocks=(2, 2, 6),
+            bridge_blocks=2,
+            body_blocks=(1, 1, 1),
+            head_blocks=(1, 2, 2),
+            body_transfer_blocks=(1, 1, 1),
+            head_transfer_blocks=(1, 1, 4),
+        ),
+        'fishnet150': dict(
+            tail_blocks=(2, 4, 8),
+            bridge_blocks=4,
+            body_blocks=(2, 2, 2),
+            head_blocks=(2, 2, 4),
+            body_transfer_blocks=(2, 2, 2),
+            head_transfer_blocks=(2, 2, 4),
+        ),
+        'fishnet201': dict(
+            tail_blocks=(3, 4, 12),
+            bridge_blocks=4,
+            body_blocks=(2, 2, 2),
+            head_blocks=(2, 3, 10),
+            body_transfer_blocks=(2, 2, 2),
+            head_transfer_blocks=(2, 2, 9),
+        ),
+    }
+
+    def __init__(
+        self,
+        arch: Union[str, dict] = 'fishnet150',
+        in_channels: int = 3,
+        out_indices: Sequence[int] = (7, 8, 9, 10),
+        out_norm: bool = True,
+        num_classes: Optional[int] = None,
+        frozen_stages: int = -1,
+        norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
+        conv_cfg: OptConfigType = None,
+        norm_eval: bool = False,
+        with_cp: bool = False,
+        channels_last: bool = False,
+        init_cfg: OptMultiConfig = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        self.arch = self._parse_arch(arch)
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        self.out_indices = self._check_out_indices(out_indices)
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < NUM_FEATURES:
+            raise ValueError(
+                f'frozen_stages must be an int in [-1, {NUM_FEATURES - 1}] (-1 freezes nothing, '
+                f'k freezes the modules producing features 0..k), got {frozen_stages!r}'
+            )
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f'num_classes must be None or a positive int, got {num_classes!r}')
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.channels_last = channels_last
+        self.norm_cfg = norm_cfg
+
+        # Build stage by stage, recording each feature's channels and stride as it is made.
+        last = NUM_FEATURES - 1 if num_classes is not None else max(self.out_indices)
+        arch_cfg = self.arch
+        block_kwargs = dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg, with_cp=with_cp)
+        self.feature_info: List[dict] = []
+
+        def record(name: str, channels: int, stride: int) -> bool:
+            self.feature_info.append(dict(name=name, channels=channels, stride=stride))
+            return len(self.feature_info) <= last
+
+        self.stem = Stem(in_channels, arch_cfg['stem_channels'], norm_cfg, conv_cfg)
+        building = record('stem', arch_cfg['stem_channels'], 4)
+
+        self.tail = nn.ModuleList()
+        channels, stride = arch_cfg['stem_channels'], 4
+        for i, (out_ch, n) in enumerate(zip(arch_cfg['tail_channels'], arch_cfg['tail_blocks'])):
+            if not building:
+                break
+            self.tail.append(TailStage(channels, out_ch, n, **block_kwargs))
+            channels, stride = out_ch, stride * 2
+            building = record(f'tail.{i}', channels, stride)
+
+        self.bridge = None
+        if building:
+            self.bridge = Bridge(channels, arch_cfg['bridge_blocks'], **block_kwargs)
+            building = record('bridge', channels, stride)
+
+        self.body = nn.ModuleList()
+        for i, (out_ch, n, n_transfer) in enumerate(
+            zip(arch_cfg['body_channels'], arch_cfg['body_blocks'], arch_cfg['body_transfer_blocks'])
+        ):
+            if not building:
+                break
+            lateral = self.feature_info[BODY_TRANSFER_SOURCES[i]]
+            stage = BodyStage(
+                channels, out_ch, lateral['channels'], n, n_transfer, dilation=2**i, **block_kwargs
+            )
+            self.body.append(stage)
+            channels, stride = stage.out_channels, stride // 2
+            assert lateral['stride'] == stride
+            building = record(f'body.{i}', channels, stride)
+
+        self.head = nn.ModuleList()
+        for i, (n, n_transfer) in enumerate(
+            zip(arch_cfg['head_blocks'], arch_cfg['head_transfer_blocks'])
+        ):
+            if not building:
+                break
+            lateral = self.feature_info[HEAD_TRANSFER_SOURCES[i]]
+            stage = HeadStage(channels, channels, lateral['channels'], n, n_transfer, **block_kwargs)
+            self.head.append(stage)
+            channels, stride = stage.out_channels, stride * 2
+            assert lateral['stride'] == stride
+            building = record(f'head.{i}', channels, stride)
+
+        self.out_channels: Tuple[int, ...] = tuple(
+            self.feature_info[i]['channels'] for i in self.out_indices
+        )
+        self.out_strides: Tuple[int, ...] = tuple(
+            self.feature_info[i]['stride'] for i in self.out_indices
+        )
+        self.out_norms = None
+        if out_norm:
+            self.out_norms = nn.ModuleList(
+                nn.Sequential(build_norm(norm_cfg, c), nn.ReLU(inplace=True))
+                for c in self.out_channels
+            )
+        self.score = None
+        if num_classes is not None:
+            self.score = ScoreHead(channels, num_classes, norm_cfg, conv_cfg)
+
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        self._freeze_stages()
+
+    # ----------------------------------------------------------------------------------- checks
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            if arch not in cls.arch_settings:
+                raise KeyError(
+                    f'Unknown FishNet arch {arch!r}: valid are {sorted(cls.arch_settings)}, '
+                    'or a dict of block counts.'
+                )
+            return {**_REFERENCE_CHANNELS, **cls.arch_settings[arch]}
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        required = set(cls.arch_settings['fishnet150'])
+        valid = required | set(_REFERENCE_CHANNELS)
+        unknown, missing = set(arch) - valid, required - set(arch)
+        if unknown or missing:
+            raise KeyError(
+                f'A custom FishNet arch needs the keys {sorted(required)} and may set '
+                f'{sorted(_REFERENCE_CHANNELS)}; unknown: {sorted(unknown)}, '
+                f'missing: {sorted(missing)}.'
+            )
+        parsed = {**_REFERENCE_CHANNELS, **arch}
+        for key, value in parsed.items():
+            values = (value,) if key in ('stem_channels', 'bridge_blocks') else value
+            if (
+                not isinstance(values, (tuple, list))
+                or len(values) not in (1, 3)
+                or (len(values) == 1 and key not in ('stem_channels', 'bridge_blocks'))
+                or not all(isinstance(v, int) and v > 0 for v in values)
+            ):
+                raise ValueError(
+                    f'arch[{key!r}] must be ' + ('a positive int' if len(values) == 1 else
+                                                 'three positive ints') + f', got {value!r}'
+                )
+            parsed[key] = tuple(value) if isinstance(value, (tuple, list)) else value
+        # The body's channel-wise reduction sums k = in // out adjacent channels.
+        in_ch = parsed['tail_channels'][-1]
+        lateral = (parsed['tail_channels'][1], parsed['tail_channels'][0], parsed['stem_channels'])
+        for i, out_ch in enumerate(parsed['body_channels']):
+            if in_ch % out_ch:
+                raise ValueError(
+                    f"arch['body_channels'][{i}]={out_ch} must divide its input's {in_ch} "
+                    'channels (channel-wise reduction)'
+                )
+            in_ch = out_ch + lateral[i]
+        return parsed
+
+    @staticmethod
+    def _check_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = (out_indices,)
+        out_indices = tuple(out_indices)
+        if not out_indices:
+            raise ValueError('out_indices is empty: name at least one feature, e.g. (7, 8, 9, 10)')
+        for i in out_indices:
+            if not isinstance(i, int) or not 0 <= i < NUM_FEATURES:
+                raise ValueError(
+                    f'out_indices {out_indices}: {i!r} is not a feature index; valid are '
+                    f'0..{NUM_FEATURES - 1} (0 stem, 1-3 tail, 4 bridge, 5-7 body, 8-10 head)'
+                )
+        if len(set(out_indices)) != len(out_indices):
+            raise ValueError(f'out_indices {out_indices} has duplicates')
+        return out_indices
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f'FishNet expects a (N, C, H, W) tensor, got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'FishNet was built with in_channels={self.in_channels} but the input has '
+                f'{x.shape[1]} channels (shape {tuple(x.shape)})'
+            )
+        h, w = x.shape[-2:]
+        if h % SIZE_DIVISOR or w % SIZE_DIVISOR:
+            raise ValueError(
+                f'FishNet needs input height and width that are multiples of {SIZE_DIVISOR}, got '
+                f'{h}x{w}: the body and head concatenate features of matching sizes. Pad the '
+                f'images: pad_size_divisor={SIZE_DIVISOR} in the data preprocessor does it.'
+            )
+
+    # ---------------------------------------------------------------------------------- forward
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """All built features, in index order (stem, tail, bridge, body, head)."""
+        self._check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = [self.stem(x)]
+        for stage in self.tail:
+            features.append(stage(features[-1]))
+        if self.bridge is not None:
+            features.append(self.bridge(features[-1]))
+        for stage, source in zip(self.body, BODY_TRANSFER_SOURCES):
+            features.append(stage(features[-1], features[source]))
+        for stage, source in zip(self.head, HEAD_TRANSFER_SOURCES):
+            features.append(stage(features[-1], features[source]))
+        return features
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Return the features named by ``out_indices``, as a tuple."""
+        features = self.forward_features(x)
+        outs = [features[i] for i in self.out_indices]
+        if self.out_norms is not None:
+            outs = [norm(out) for norm, out in zip(self.out_norms, outs)]
+        return tuple(outs)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Image-level logits from the score head, (N, num_classes)."""
+        if self.score is None:
+            raise RuntimeError('FishNet.classify needs a score head: build with num_classes=1000')
+        return self.score(self.forward_features(x)[-1])
+
+    # ----------------------------------------------------------------------- training behaviour
+    def stages(self) -> List[nn.Module]:
+        """The built modules in feature order: stem, tail stages, bridge, body, head stages."""
+        modules = [self.stem, *self.tail]
+        if self.bridge is not None:
+            modules.append(self.bridge)
+        return modules + [*self.body, *self.head]
+
+    def _freeze_stages(self) -> None:
+        for module in self.stages()[: self.frozen_stages + 1]:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'FishNet':
+        """Set train mode, keeping frozen stages (and norms when ``norm_eval``) in eval mode."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Reference initialisation when ``init_cfg`` is None, else mmengine's."""
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                kh, kw = module.kernel_size
+                std = (2.0 / (kh * kw * module.out_channels)) ** 0.5
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, (_BatchNorm, nn.GroupNorm)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
