@@ -303,3 +303,10 @@ def test_state_dict_roundtrip_is_stable():
     clone = copy.deepcopy(model)
     assert list(model.state_dict()) == list(clone.state_dict())
     assert all(not k.startswith(('fish.', 'module.')) for k in model.state_dict())
+
+
+def test_missing_pretrained_file_says_how_to_get_it(tmp_path):
+    missing = str(tmp_path / 'fishnet150_in1k_mmfish.pth')
+    model = FishNet('fishnet99', init_cfg=dict(type='Pretrained', checkpoint=missing))
+    with pytest.raises(FileNotFoundError, match='fishnet2mmdet.py.*init_cfg=None'):
+        model.init_weights()

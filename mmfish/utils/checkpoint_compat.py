@@ -1,20 +1,38 @@
 """Let torch >= 2.6 load mmengine checkpoints with ``weights_only=True``.
 
 torch 2.6 made ``torch.load`` default to ``weights_only=True``: it unpickles only tensors,
-containers and allow-listed classes. mmengine 0.10.7 calls ``torch.load`` without the argument,
-and its checkpoints hold a few non-tensor objects (the message hub's ``HistoryBuffer``, which
-stores numpy arrays), so ``--resume`` fails with "Unsupported global".
+containers and allow-listed globals. mmengine 0.10.7 calls ``torch.load`` without the argument,
+and its checkpoints hold a few non-tensor objects, so ``--resume`` fails with "Unsupported
+global". What an mmengine checkpoint needs beyond torch's defaults (listed by
+``torch.serialization.get_unsafe_globals_in_checkpoint`` on a checkpoint of ``tools/train.py``):
 
-We do not turn ``weights_only`` off. We add to torch's allow-list exactly the classes an
-mmengine/mmdet checkpoint contains, each a plain data holder: mmengine's ``HistoryBuffer`` and
-the numpy array/scalar/dtype reconstructors it needs. Everything else in a checkpoint is still
-refused, so loading an untrusted file runs no arbitrary code.
+- ``mmengine.logging.HistoryBuffer``: the message hub's logged scalars (a plain data holder);
+- numpy's ``ndarray``, ``dtype``, array and scalar reconstructors, for the arrays it holds;
+- ``builtins.getattr``: ``HistoryBuffer`` pickles its statistics methods as
+  ``getattr(HistoryBuffer, 'mean')``.
+
+We keep ``weights_only=True`` and allow-list exactly these. ``getattr`` is not allowed as such:
+the name ``builtins.getattr`` resolves to :func:`_history_buffer_getattr`, which only looks up
+public methods of ``HistoryBuffer`` and refuses anything else. Any other global in a file is
+still refused, so loading an untrusted checkpoint runs no arbitrary code.
 """
 
 from typing import Any, List
 
 import numpy as np
 import torch
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` restricted to what mmengine checkpoints use it for."""
+    from mmengine.logging import HistoryBuffer
+
+    if obj is HistoryBuffer and not name.startswith('_') and callable(getattr(obj, name, None)):
+        return getattr(obj, name)
+    raise torch.serialization.pickle.UnpicklingError(
+        f'mmfish refuses getattr({obj!r}, {name!r}) while loading a checkpoint: only '
+        'public methods of mmengine HistoryBuffer are allowed'
+    )
 
 
 def _numpy_globals() -> List[Any]:
@@ -28,18 +46,18 @@ def _numpy_globals() -> List[Any]:
 
 
 def mmengine_safe_globals() -> List[Any]:
-    """The classes, beyond torch's defaults, that mmengine checkpoints need to unpickle."""
+    """The globals, beyond torch's defaults, that mmengine checkpoints need to unpickle."""
     from mmengine.logging import HistoryBuffer
 
-    return [HistoryBuffer, *_numpy_globals()]
+    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr'), *_numpy_globals()]
 
 
 def allow_mmengine_checkpoints() -> bool:
-    """Allow-list mmengine's checkpoint classes for ``torch.load(weights_only=True)``.
+    """Allow-list mmengine's checkpoint globals for ``torch.load(weights_only=True)``.
 
     Returns:
-        True when torch has an allow-list (torch >= 2.4) and it was extended, else False (older
-        torch loads without ``weights_only`` by default, and needs nothing).
+        True when torch has an allow-list (torch >= 2.4) and it was extended; False for older
+        torch, which loads without ``weights_only`` by default and needs nothing.
     """
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
     if add_safe_globals is None:

@@ -21,6 +21,7 @@ index  part                channels (all archs)  stride
 =====  ==================  ====================  ======
 """
 
+import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -371,6 +372,7 @@ class FishNet(BaseModule):
     def init_weights(self) -> None:
         """Reference initialisation when ``init_cfg`` is None, else mmengine's."""
         if self.init_cfg is not None:
+            self._check_pretrained_file()
             super().init_weights()
             return
         for module in self.modules():
@@ -381,3 +383,17 @@ class FishNet(BaseModule):
             elif isinstance(module, (_BatchNorm, nn.GroupNorm)):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    def _check_pretrained_file(self) -> None:
+        """A missing local ``Pretrained`` checkpoint says how to get it."""
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        for cfg in cfgs:
+            path = cfg.get('checkpoint') if cfg.get('type') == 'Pretrained' else None
+            if path and '://' not in path and not os.path.isfile(os.path.expanduser(path)):
+                raise FileNotFoundError(
+                    f'FishNet pretrained checkpoint {path!r} not found (cwd: {os.getcwd()}). '
+                    "Convert the authors' ImageNet checkpoint with `python "
+                    'tools/model_converters/fishnet2mmdet.py fishnet150_ckpt.tar '
+                    f'{path}` (README, "ImageNet weights"), or train from scratch with '
+                    '`--cfg-options model.backbone.init_cfg=None`.'
+                )
