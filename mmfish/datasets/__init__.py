@@ -1,0 +1,3 @@
+from .shapes import SHAPES_CLASSES, generate_shapes_coco
+
+__all__ = ['SHAPES_CLASSES', 'generate_shapes_coco']

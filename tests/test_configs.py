@@ -1,0 +1,133 @@
+"""Every config under configs/ parses, loads mmfish through custom_imports, and builds."""
+
+import glob
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+from mmfish.models import FishNet
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(
+    osp.relpath(p, ROOT)
+    for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in p
+)
+COCO_CONFIGS = [c for c in CONFIGS if c.endswith('_coco.py')]
+
+register_all_modules()
+
+
+def load(config: str) -> Config:
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+def test_the_expected_configs_exist():
+    names = {osp.basename(c) for c in CONFIGS}
+    for kind in ('mask_rcnn', 'faster_rcnn'):
+        for arch in ('fishnet99', 'fishnet150', 'fishnet201'):
+            assert f'{kind}_{arch}_fpn_1x_coco.py' in names
+
+
+@pytest.mark.parametrize('config', CONFIGS)
+def test_config_builds_with_neck_fed_by_the_backbone(config):
+    cfg = load(config)
+    assert cfg.custom_imports == dict(imports=['mmfish'], allow_failed_imports=False)
+    assert cfg.model.data_preprocessor.pad_size_divisor == 32
+    model = MODELS.build(cfg.model)
+    assert isinstance(model.backbone, FishNet)
+    assert list(cfg.model.neck.in_channels) == list(model.backbone.out_channels)
+    arch = osp.basename(config).split('_')[2]
+    assert model.backbone.arch == {
+        **FishNet._parse_arch(arch if arch.startswith('fishnet') else 'fishnet99')
+    }
+
+
+@pytest.mark.parametrize('config', COCO_CONFIGS)
+def test_coco_configs_follow_the_1x_recipe(config):
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    arch = osp.basename(config).split('_')[2]
+    assert cfg.model.backbone.arch == arch
+    init = cfg.model.backbone.init_cfg
+    assert init.type == 'Pretrained' and init.checkpoint == f'checkpoints/{arch}_in1k_mmfish.pth'
+    assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
+    assert cfg.train_cfg.max_epochs == 12
+    assert cfg.auto_scale_lr.base_batch_size == 16
+    assert cfg.optim_wrapper.clip_grad.max_norm > 0
+    assert any(s.type == 'LinearLR' for s in cfg.param_scheduler)  # warm-up
+    metrics = cfg.val_evaluator.metric
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    assert cfg.val_evaluator.type == 'CocoMetric'
+    assert metrics == (['bbox', 'segm'] if 'mask_rcnn' in config else ['bbox'])
+
+
+def test_custom_imports_alone_registers_fishnet(tmp_path):
+    """A user config that only names mmfish in custom_imports finds FishNet (fresh process)."""
+    config = tmp_path / 'user_config.py'
+    config.write_text(
+        "custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)\n"
+        "model = dict(type='FishNet', arch='fishnet99', out_indices=(8,))\n"
+    )
+    code = (
+        'from mmengine.config import Config\n'
+        'from mmdet.registry import MODELS\n'
+        f'cfg = Config.fromfile({str(config)!r})\n'
+        'print(type(MODELS.build(cfg.model)).__name__)\n'
+    )
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith('FishNet')
+
+
+def _mask_rcnn_inputs(n: int = 2, size: int = 64):
+    inputs, samples = [], []
+    for i in range(n):
+        inputs.append(torch.randint(0, 255, (3, size, size), dtype=torch.uint8))
+        gt = InstanceData()
+        gt.bboxes = torch.tensor([[8.0, 8.0, 40.0, 36.0], [20.0, 16.0, 60.0, 60.0]])
+        gt.labels = torch.tensor([0, i % 3])
+        masks = torch.zeros(2, size, size, dtype=torch.uint8)
+        masks[0, 8:36, 8:40] = 1
+        masks[1, 16:60, 20:60] = 1
+        from mmdet.structures.mask import BitmapMasks
+
+        gt.masks = BitmapMasks(masks.numpy(), size, size)
+        sample = DetDataSample(
+            metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size),
+                          scale_factor=(1.0, 1.0), batch_input_shape=(size, size))
+        )  # fmt: skip
+        sample.gt_instances = gt
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def test_mask_rcnn_with_fishnet_trains_and_predicts_on_cpu():
+    cfg = load('configs/demo/mask_rcnn_fishnet99_fpn_shapes_cpu.py')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    data = model.data_preprocessor(_mask_rcnn_inputs(), training=True)
+    losses = model(**data, mode='loss')
+    assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total)
+    total.backward()
+    stem_grad = model.backbone.stem[0].weight.grad
+    assert stem_grad is not None and stem_grad.abs().sum() > 0
+
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(_mask_rcnn_inputs(n=1), training=False)
+        results = model(**data, mode='predict')
+    pred = results[0].pred_instances
+    assert pred.bboxes.shape[1] == 4 and len(pred.masks) == len(pred.bboxes)
