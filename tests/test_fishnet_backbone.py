@@ -257,7 +257,7 @@ def test_registered_in_mmdet_models():
 
 # ------------------------------------------------------------------------------- clear errors
 def test_unknown_arch_lists_valid_ones():
-    with pytest.raises(KeyError, match="fishnet150.*fishnet201.*fishnet99|fishnet99"):
+    with pytest.raises(KeyError, match='fishnet150.*fishnet201.*fishnet99|fishnet99'):
         FishNet('fishnet50')
     with pytest.raises(KeyError, match='missing'):
         FishNet(dict(tail_blocks=(1, 1, 1)))

@@ -32,9 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--amp', action='store_true', help='autocast: bf16 on CPU, fp16 on GPU')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none'
-    )
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (flip)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -46,13 +44,17 @@ def parse_args() -> argparse.Namespace:
 def add_flip_tta(cfg: Config) -> None:
     """Wrap the model for test-time augmentation, as mmdet's test.py does."""
     if 'tta_model' not in cfg:
-        warnings.warn('Cannot find ``tta_model`` in config, we will set it as default.')
+        warnings.warn(
+            'Cannot find ``tta_model`` in config, we will set it as default.', stacklevel=2
+        )
         cfg.tta_model = dict(
             type='DetTTAModel',
             tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100),
         )
     if 'tta_pipeline' not in cfg:
-        warnings.warn('Cannot find ``tta_pipeline`` in config, we will set it as default.')
+        warnings.warn(
+            'Cannot find ``tta_pipeline`` in config, we will set it as default.', stacklevel=2
+        )
         test_data_cfg = cfg.test_dataloader.dataset
         while 'dataset' in test_data_cfg:
             test_data_cfg = test_data_cfg['dataset']
@@ -65,8 +67,13 @@ def add_flip_tta(cfg: Config) -> None:
                     dict(
                         type='PackDetInputs',
                         meta_keys=(
-                            'img_id', 'img_path', 'ori_shape', 'img_shape',
-                            'scale_factor', 'flip', 'flip_direction',
+                            'img_id',
+                            'img_path',
+                            'ori_shape',
+                            'img_shape',
+                            'scale_factor',
+                            'flip',
+                            'flip_direction',
                         ),
                     )  # fmt: skip
                 ],

@@ -42,9 +42,7 @@ def parse_args() -> argparse.Namespace:
         action=DictAction,
         help='override config settings, key=value (e.g. model.backbone.init_cfg=None)',
     )
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none'
-    )
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:

@@ -1,6 +1,6 @@
 """Print the parameter counts of every FishNet variant (the README's model table).
 
-    python tools/analysis_tools/count_params.py
+python tools/analysis_tools/count_params.py
 """
 
 from mmfish.models import FishNet
@@ -11,7 +11,10 @@ def count(model) -> int:
 
 
 def main() -> None:
-    print('| variant | classifier (1000 classes) | backbone, out_norm=False | backbone, out_norm=True |')
+    print(
+        '| variant | classifier (1000 classes) | backbone, out_norm=False '
+        '| backbone, out_norm=True |'
+    )
     print('|---|---|---|---|')
     for arch in FishNet.arch_settings:
         classifier = count(FishNet(arch, out_norm=False, num_classes=1000))
