@@ -32,7 +32,6 @@ such files fail with the list of the keys that cannot be placed.
 """
 
 import os
-import pickle
 import re
 from collections import OrderedDict
 from functools import lru_cache
@@ -74,7 +73,10 @@ _FIXED = {
     'fish.fish.9.4.1': 'score.fc',
 }
 _FIXED_RE = re.compile(
-    '^(' + '|'.join(re.escape(k) for k in sorted(_FIXED, key=len, reverse=True)) + r')\.' + _LEAF
+    '^('
+    + '|'.join(re.escape(k) for k in sorted(_FIXED, key=len, reverse=True))
+    + r')\.'
+    + _LEAF
     + '$'
 )
 # Keys of the reported "well-trained" layout that the reference code does not produce.
@@ -191,7 +193,9 @@ def expected_shapes(arch: str, num_classes: Optional[int]) -> 'OrderedDict[str, 
     from mmfish.models.backbones.fishnet import FishNet
 
     with torch.device('meta'):
-        model = FishNet(arch=arch, out_indices=(7, 8, 9, 10), out_norm=False, num_classes=num_classes)
+        model = FishNet(
+            arch=arch, out_indices=(7, 8, 9, 10), out_norm=False, num_classes=num_classes
+        )
     return OrderedDict((key, tuple(value.shape)) for key, value in model.state_dict().items())
 
 
@@ -258,7 +262,7 @@ def convert(
             keys,
         )
 
-    mapped: 'OrderedDict[str, Tuple[str, torch.Tensor]]' = OrderedDict()
+    mapped: OrderedDict[str, Tuple[str, torch.Tensor]] = OrderedDict()
     unplaced: List[str] = []
     for key, value in source.items():
         new_key = map_key(key)
@@ -330,7 +334,7 @@ def convert(
             f'Shape mismatch for {_listing(wrong)}.', [w.split(' ', 1)[0] for w in wrong]
         )
 
-    converted: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+    converted: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key in expected:
         if key.startswith('score.') and not keep_score:
             continue
@@ -391,15 +395,6 @@ def load_reference_checkpoint(path: str) -> 'OrderedDict[str, torch.Tensor]':
         head = f.read(512)
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        if 'weights only' in str(error).lower() or 'weights_only' in str(error).lower():
-            raise CheckpointReadError(
-                f'{path} holds objects other than tensors, numbers and strings, which '
-                'torch.load(weights_only=True) refuses to unpickle (they could run code). '
-                'Reference FishNet checkpoints hold plain data only; re-save just its '
-                f'state_dict from a trusted environment. ({_first_line(error)})'
-            ) from error
-        raise _unreadable(path, head, error) from error
     except Exception as error:  # torch raises many types for bad files
         raise _unreadable(path, head, error) from error
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get('state_dict'), Mapping):
@@ -427,19 +422,34 @@ def _first_line(error: BaseException) -> str:
 
 
 def _unreadable(path: str, head: bytes, error: BaseException) -> FishNetConversionError:
-    # torch.save writes a zip archive (PyTorch >= 1.6) or a pickle stream (older, as the
-    # reference files); anything else is a foreign file.
-    if head.startswith(b'PK\x03\x04') or head.startswith(b'\x80') or _is_tar(head):
-        return CheckpointReadError(
-            f'{path} looks like a PyTorch checkpoint but cannot be read: it is truncated or '
-            f'corrupt ({_first_line(error)}). Download it again.'
-        )
+    """The error to raise when ``torch.load`` fails on a file starting with ``head``."""
     if not head:
         return CheckpointReadError(f'{path} is empty.')
-    return NotFishNetCheckpointError(
-        f'{path} is not a PyTorch checkpoint (it starts with {head[:16]!r}; '
-        f'{_first_line(error)}).'
+    # torch.save writes a zip archive (PyTorch >= 1.6) or a pickle stream (older ones, as the
+    # reference files); anything else is a foreign file.
+    if not (head.startswith((b'PK\x03\x04', b'\x80')) or _is_tar(head)):
+        return NotFishNetCheckpointError(
+            f'{path} is not a PyTorch checkpoint (it starts with {head[:16]!r}; '
+            f'{_first_line(error)}).'
+        )
+    if 'unsupported global' in str(error).lower():
+        return CheckpointReadError(
+            f'{path} holds objects other than tensors, numbers and strings, which '
+            'torch.load(weights_only=True) refuses to unpickle (they could run code). Reference '
+            'FishNet checkpoints hold plain data only; re-save just the state_dict from a '
+            f'trusted environment. ({_unsupported_global(error)})'
+        )
+    return CheckpointReadError(
+        f'{path} looks like a PyTorch checkpoint but cannot be read: it is truncated or '
+        f'corrupt ({_first_line(error)}). Download it again.'
     )
+
+
+def _unsupported_global(error: BaseException) -> str:
+    for line in str(error).splitlines():
+        if 'unsupported global' in line.lower():
+            return line.strip().split(' Please use')[0]
+    return _first_line(error)
 
 
 def _is_tar(head: bytes) -> bool:

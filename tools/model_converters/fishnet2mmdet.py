@@ -1,0 +1,87 @@
+"""Convert an authors' FishNet checkpoint (github kevin-ssy/FishNet) for mmfish / MMDetection.
+
+Example::
+
+    python tools/model_converters/fishnet2mmdet.py fishnet150_ckpt.tar \
+        checkpoints/fishnet150_in1k_mmfish.pth
+
+then, in a config::
+
+    backbone=dict(type='FishNet', arch='fishnet150',
+                  init_cfg=dict(type='Pretrained',
+                                checkpoint='checkpoints/fishnet150_in1k_mmfish.pth'))
+
+The variant is told from the checkpoint. The ImageNet score head is dropped by default (a
+detector does not use it); ``--keep-score`` keeps it as ``score.*`` for
+``FishNet(num_classes=1000)``. The mapping lives in :mod:`mmfish.models.fishnet_converter`.
+"""
+
+import argparse
+import sys
+from collections import OrderedDict
+
+import torch
+
+from mmfish.models.fishnet_converter import (
+    ARCHS,
+    FishNetConversionError,
+    convert_checkpoint,
+)
+from mmfish.models.fishnet_converter import convert as _convert
+
+
+def convert(state_dict: 'OrderedDict[str, torch.Tensor]') -> 'OrderedDict[str, torch.Tensor]':
+    """Map a reference FishNet state dict onto mmfish names (score head dropped).
+
+    Same as :func:`mmfish.models.fishnet_converter.convert` with its defaults, in the shape of
+    mmdet's converters.
+    """
+    return _convert(state_dict)
+
+
+def parse_args() -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description='Convert a reference FishNet checkpoint (fishnet99/150/201_ckpt.tar) to '
+        'mmfish FishNet names.'
+    )
+    parser.add_argument('src', help='reference checkpoint (state_dict with or without "module.")')
+    parser.add_argument('dst', help='output file, loadable by FishNet init_cfg Pretrained')
+    score = parser.add_mutually_exclusive_group()
+    score.add_argument(
+        '--keep-score',
+        dest='keep_score',
+        action='store_true',
+        help='keep the ImageNet score head as score.* (for FishNet(num_classes=1000))',
+    )
+    score.add_argument(
+        '--drop-score',
+        dest='keep_score',
+        action='store_false',
+        help='drop the score head (default; for detection)',
+    )
+    parser.add_argument(
+        '--arch', choices=ARCHS, default=None, help='fail unless the checkpoint is this variant'
+    )
+    parser.set_defaults(keep_score=False)
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Convert SRC to DST; exit with status 1 and a message on a bad checkpoint."""
+    args = parse_args()
+    try:
+        meta = convert_checkpoint(args.src, args.dst, keep_score=args.keep_score, arch=args.arch)
+    except (FishNetConversionError, FileNotFoundError) as error:
+        print(f'fishnet2mmdet: error: {type(error).__name__}: {error}', file=sys.stderr)
+        sys.exit(1)
+    score = (
+        f'with its {meta["num_classes"]}-class score head'
+        if meta['with_score']
+        else ('without score head')
+    )
+    print(f'Converted {args.src} ({meta["arch"]}) to {args.dst}, {score}.')
+
+
+if __name__ == '__main__':
+    main()
