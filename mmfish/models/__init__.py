@@ -1,3 +1,4 @@
 from .backbones import FishNet
+from .layers import CPUSyncBatchNorm
 
-__all__ = ['FishNet']
+__all__ = ['CPUSyncBatchNorm', 'FishNet']

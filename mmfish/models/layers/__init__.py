@@ -1,0 +1,3 @@
+from .sync_bn import CPUSyncBatchNorm
+
+__all__ = ['CPUSyncBatchNorm']
