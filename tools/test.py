@@ -19,6 +19,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
+from mmfish.utils.data_checks import check_coco_annotations
+from mmfish.utils.dist import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -104,6 +106,8 @@ def main() -> None:
     if args.amp:
         cfg.test_cfg = {**cfg.get('test_cfg', {}), 'fp16': True}
 
+    check_coco_annotations(cfg, ('test_dataloader',), ('test_evaluator',))
+    setup_cpu_distributed(cfg)  # gloo, CPU DDP and BN for SyncBN when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):

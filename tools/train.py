@@ -17,6 +17,8 @@ from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
 from mmfish.utils.amp import configure_amp
+from mmfish.utils.data_checks import check_coco_annotations
+from mmfish.utils.dist import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,6 +82,8 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
+    check_coco_annotations(cfg)  # bad data fails here, naming the file, before any run
+    setup_cpu_distributed(cfg)  # gloo, CPU DDP and BN for SyncBN when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -93,7 +93,7 @@ val_evaluator = dict(
 )
 test_evaluator = val_evaluator
 
-max_epochs = 5
+max_epochs = 4
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=2)
 optim_wrapper = dict(
     _delete_=True,
