@@ -11,5 +11,6 @@ from .version import __version__
 allow_mmengine_checkpoints()
 
 from . import models  # noqa: E402  (registers FishNet in mmdet's MODELS)
+from .utils import amp  # noqa: E402, F401  (registers CPUAmpOptimWrapper)
 
 __all__ = ['__version__', 'models']

@@ -12,6 +12,7 @@ import os.path as osp
 import warnings
 from copy import deepcopy
 
+import torch
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from mmengine.config import Config, ConfigDict, DictAction
@@ -19,6 +20,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
+from mmfish.utils.amp import cpu_autocast
 from mmfish.utils.data_checks import check_coco_annotations
 from mmfish.utils.dist import setup_cpu_distributed
 
@@ -103,7 +105,7 @@ def main() -> None:
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:
         add_flip_tta(cfg)
-    if args.amp:
+    if args.amp and torch.cuda.is_available():
         cfg.test_cfg = {**cfg.get('test_cfg', {}), 'fp16': True}
 
     check_coco_annotations(cfg, ('test_dataloader',), ('test_evaluator',))
@@ -113,7 +115,12 @@ def main() -> None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out!r}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.test()
+    if args.amp and not torch.cuda.is_available():
+        # mmcv's CPU ops are fp32-only: bf16 autocast in the backbone and neck (mmfish.utils.amp)
+        with cpu_autocast(runner.model, torch.bfloat16):
+            runner.test()
+    else:
+        runner.test()
 
 
 if __name__ == '__main__':
