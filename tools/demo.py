@@ -49,11 +49,14 @@ def main() -> None:
     runner.train()
 
     scalars = runner.message_hub.log_scalars
+    # the last evaluation's metrics, as RuntimeInfoHook records them ('val/coco/...')
     metrics = {
-        key: round(float(scalars[key].current()), 4)
+        key: round(float(scalars[f'val/{key}'].current()), 4)
         for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50')
-        if key in scalars
+        if f'val/{key}' in scalars
     }
+    if not metrics:
+        raise RuntimeError(f'no COCO metrics were logged; scalars: {sorted(scalars)}')
     pictures = sorted(glob.glob(osp.join(runner.log_dir, 'vis_data', 'vis_image', '*.png')))
     summary = dict(
         wall_time_s=round(time.time() - start, 1),
