@@ -8,7 +8,7 @@ normalised. Names follow the paper: a stage has ``blocks`` (its trunk), an optio
 channel-wise reduction r(x), the head's down-sampling uses a 2x2 max pool and no convolution.
 """
 
-from typing import List
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
@@ -56,12 +56,51 @@ def norm_act_conv(
     )
 
 
+def same_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for an NHWC tensor, else ``torch.contiguous_format``."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class _ChannelReduction(torch.autograd.Function):
+    """r(x) with fast kernels in both memory formats.
+
+    The reference's ``x.view(n, c // k, k, h, w).sum(2)`` is a reduction over a dimension of
+    size k, which on a channels-last CPU tensor costs 15x an addition (69 ms against 4 ms for
+    (8, 512, 56, 56)); its autograd backward (expand, then reshape) also writes an NCHW
+    gradient into an NHWC network, which makes the next element-wise kernels slow. Here the
+    forward adds k strided channel slices (for k = 2, bit for bit the reference's sums) and the
+    backward copies each output channel's gradient to its k inputs, in the gradient's format.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int) -> torch.Tensor:
+        ctx.k = k
+        out = x[:, 0::k]
+        for i in range(1, k):
+            out = out + x[:, i::k]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> Tuple[torch.Tensor, None]:
+        n, c, h, w = grad_out.shape
+        grad_in = torch.empty(
+            (n, c * ctx.k, h, w),
+            dtype=grad_out.dtype,
+            device=grad_out.device,
+            memory_format=same_memory_format(grad_out),
+        )
+        for i in range(ctx.k):
+            grad_in[:, i :: ctx.k] = grad_out  # the sum passes its gradient straight through
+        return grad_in, None
+
+
 def channel_reduction(x: torch.Tensor, k: int) -> torch.Tensor:
     """The paper's r(x): sum every ``k`` adjacent channels, (N, C, H, W) -> (N, C // k, H, W)."""
     if k == 1:
         return x
-    n, c, h, w = x.shape
-    return x.reshape(n, c // k, k, h, w).sum(2)
+    return _ChannelReduction.apply(x, k)
 
 
 class PreActBottleneck(BaseModule):
@@ -140,7 +179,10 @@ class PreActBottleneck(BaseModule):
             identity = self.projection(x)
         else:
             identity = channel_reduction(x, self.reduction_k)
-        return out + identity
+        # In place: conv3's output is not needed by autograd, and a new tensor would cost an
+        # allocation (page faults on CPU) as large as the block's output.
+        out += identity
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad:
@@ -184,7 +226,11 @@ class Stem(nn.Sequential):
         mid_channels = out_channels // 2
         layers: List[nn.Module] = []
         for i, (cin, cout) in enumerate(
-            [(in_channels, mid_channels), (mid_channels, mid_channels), (mid_channels, out_channels)]
+            [
+                (in_channels, mid_channels),
+                (mid_channels, mid_channels),
+                (mid_channels, out_channels),
+            ]
         ):
             layers += [
                 build_conv_layer(
@@ -200,7 +246,9 @@ class Stem(nn.Sequential):
 class TailStage(BaseModule):
     """A tail stage: residual blocks, then 2x2 max pool (resolution halves)."""
 
-    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, **block_kwargs) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, num_blocks: int, **block_kwargs
+    ) -> None:
         super().__init__()
         self.blocks = make_blocks(in_channels, out_channels, num_blocks, **block_kwargs)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
