@@ -9,7 +9,9 @@ ResNet-50 in the same format, precision and mode, and speed-ups over the referen
 Models: ``fishnet99``, ``fishnet150``, ``fishnet201``, ``resnet50``, ``resnet101`` (mmdet's),
 ``reference-fishnet150`` (etc., with ``--reference-root``); a suffix ``+cp`` turns on gradient
 checkpointing (``with_cp``), ``+fused`` folds conv-BN pairs with ``mmcv.cnn.fuse_conv_bn``
-(inference only).
+(inference only), ``+cls`` runs a FishNet as the reference network does: the 1000-class
+classifier (``num_classes=1000, out_norm=False``, :meth:`FishNet.classify`), the same
+computation as a ``reference-`` row.
 
 Conventions:
 
@@ -76,7 +78,7 @@ import mmfish  # noqa: F401  (registers FishNet in mmdet's registry)
 FISHNETS = ('fishnet99', 'fishnet150', 'fishnet201')
 RESNETS = {'resnet50': 50, 'resnet101': 101}
 REFERENCE_PREFIX = 'reference-'
-SUFFIXES = ('+cp', '+fused')
+SUFFIXES = ('+cp', '+fused', '+cls')
 DEFAULT_MODELS = (*FISHNETS, *RESNETS)
 DEFAULT_SHAPES = ('224x224:8', '800x1216:1')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -93,6 +95,7 @@ class ModelSpec:
     base: str
     with_cp: bool = False
     fused: bool = False
+    classifier: bool = False
 
     @classmethod
     def parse(cls, name: str) -> 'ModelSpec':
@@ -100,7 +103,12 @@ class ModelSpec:
         unknown = [s for s in suffixes if f'+{s}' not in SUFFIXES]
         if unknown:
             raise ValueError(f'{name!r}: unknown suffix {unknown}; valid are {SUFFIXES}')
-        return cls(base, with_cp='cp' in suffixes, fused='fused' in suffixes)
+        return cls(
+            base,
+            with_cp='cp' in suffixes,
+            fused='fused' in suffixes,
+            classifier='cls' in suffixes,
+        )
 
     @property
     def reference_arch(self) -> Optional[str]:
@@ -243,10 +251,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                 parser.error(f'unknown reference model {name!r}')
             if not args.reference_root:
                 parser.error(f'{name} needs --reference-root')
-            if spec.with_cp:
-                parser.error('the reference has no gradient checkpointing')
+            if spec.with_cp or spec.classifier:
+                parser.error(
+                    f'{name}: the reference has no gradient checkpointing and is a '
+                    'classifier already'
+                )
         elif spec.base not in DEFAULT_MODELS:
             parser.error(f'unknown model {name!r}: valid are {list(DEFAULT_MODELS)}')
+        if spec.classifier and (args.detector or spec.base not in FISHNETS):
+            parser.error(f'{name}: +cls is for a FishNet backbone benchmark')
     if args.detector and any(ModelSpec.parse(m).reference_arch for m in models):
         warnings.warn(
             '--detector: the reference returns logits, not features; it is skipped', stacklevel=2
@@ -278,12 +291,15 @@ def import_reference(reference_root: str) -> types.ModuleType:
 def backbone_cfg(spec: ModelSpec, memory_format: str) -> dict:
     """The mmdet config of a FishNet or ResNet backbone, as a detection config sets it."""
     if spec.base in FISHNETS:
-        return dict(
+        cfg = dict(
             type='FishNet',
             arch=spec.base,
             with_cp=spec.with_cp,
             channels_last=memory_format == 'channels_last',
         )
+        if spec.classifier:
+            cfg.update(num_classes=1000, out_norm=False)
+        return cfg
     return dict(type='ResNet', depth=RESNETS[spec.base], with_cp=spec.with_cp)
 
 
@@ -294,9 +310,22 @@ def build_backbone(spec: ModelSpec, memory_format: str, reference_root: Optional
     else:
         model = MODELS.build(backbone_cfg(spec, memory_format))
         model.init_weights()
+        if spec.classifier:
+            model = Classifier(model)
     if memory_format == 'channels_last':
         model.to(memory_format=torch.channels_last)
     return model
+
+
+class Classifier(nn.Module):
+    """A FishNet whose forward is :meth:`FishNet.classify`: image-level logits."""
+
+    def __init__(self, fishnet: nn.Module) -> None:
+        super().__init__()
+        self.fishnet = fishnet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fishnet.classify(x)
 
 
 def build_detector(spec: ModelSpec, memory_format: str) -> nn.Module:
