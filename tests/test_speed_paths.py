@@ -23,6 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fish_blocks import PreActBottleneck
+from mmfish.models.backbones.fishnet import _CONVERT_CHUNK_BYTES, nhwc_to_nchw_copy, to_nchw
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BENCHMARK = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_backbone.py')
@@ -121,6 +122,34 @@ def test_outputs_are_nchw_even_for_an_nhwc_input():
     x = torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert all(o.is_contiguous() for o in model(x))
+
+
+@pytest.mark.parametrize(
+    'shape',
+    [
+        (1, 512, 64, 64),  # 8 rows per chunk, 8 chunks
+        (2, 320, 67, 45),  # the last chunk is short
+        (1, 3, 8, 8),  # one chunk: a plain copy
+    ],
+)
+def test_nhwc_to_nchw_copy_is_an_exact_copy(shape):
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    rows = max(1, _CONVERT_CHUNK_BYTES // (shape[0] * shape[1] * shape[3] * 4))
+    assert (rows < shape[2]) == (shape[1] > 3), 'the chunked path must be the one tested'
+    out = nhwc_to_nchw_copy(x)
+    assert out.is_contiguous()
+    assert torch.equal(out, x)
+
+
+def test_nchw_output_conversion_passes_an_nhwc_gradient_back():
+    x = torch.randn(1, 512, 64, 64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    out = to_nchw(x)
+    assert out.is_contiguous() and torch.equal(out, x)
+    grad = torch.randn(out.shape)
+    out.backward(grad)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.grad, grad)
 
 
 def _mask_rcnn(channels_last: bool) -> nn.Module:
@@ -318,3 +347,27 @@ def test_benchmark_script_detector_mode(tmp_path):
     # a fused model only infers
     assert set(rows) == {('fishnet99', 'fwd'), ('fishnet99', 'fwd+bwd'), ('resnet50+fused', 'fwd')}
     assert all(r['ms_per_image'] > 0 and r['params'] > 30e6 for r in rows.values())
+
+
+def _profile_tool():
+    sys.path.insert(0, osp.dirname(BENCHMARK))
+    try:
+        import profile_backbone
+    finally:
+        sys.path.pop(0)
+    return profile_backbone
+
+
+@pytest.mark.parametrize('model', ['fishnet99', 'resnet50'])
+def test_profile_tool_sorts_time_into_kinds(model, capsys):
+    per_step = _profile_tool().main(
+        ['--model', model, '--shape', '64x64:2', '--steps', '1', '--threads', '1', '--top', '3']
+    )
+    assert per_step['convolution forward'] > 0 and per_step['convolution backward'] > 0
+    assert per_step['normalisation'] > 0
+    assert 'slowest 3 operators' in capsys.readouterr().out
+
+
+def test_profile_tool_rejects_an_unknown_model():
+    with pytest.raises(SystemExit, match='fishnet99/150/201 or resnet50/101'):
+        _profile_tool().main(['--model', 'vgg16'])
