@@ -28,10 +28,13 @@ model = dict(
     ),
     neck=dict(in_channels=[320, 832, 1600, 2112], out_channels=width, norm_cfg=gn),
     rpn_head=dict(in_channels=width, feat_channels=width),
+    # mmcv's CPU RoIAlign is single-threaded; with sampling_ratio=0 (adaptive) a large RoI
+    # samples up to 64 points per bin, and RoIAlign took a third of a training step. Two points
+    # per bin side (mmdet 1.x's sample_num=2) made the step 15% faster.
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=width),
+        bbox_roi_extractor=dict(out_channels=width, roi_layer=dict(sampling_ratio=2)),
         bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=3),
-        mask_roi_extractor=dict(out_channels=width),
+        mask_roi_extractor=dict(out_channels=width, roi_layer=dict(sampling_ratio=2)),
         mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=3, norm_cfg=gn),
     ),
     train_cfg=dict(
