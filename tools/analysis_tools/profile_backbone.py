@@ -17,15 +17,17 @@ same way, not these totals with the benchmark's.
 """
 
 import argparse
+import logging
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence
 
-import mmdet.models  # noqa: F401  (registers ResNet)
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-import mmfish  # noqa: F401  (registers FishNet)
-from mmfish.registry import MODELS
+# The benchmark next to this file builds the models and their steps (and registers FishNet).
+from benchmark_backbone import KNOWN_MODELS, ModelSpec, backbone_step, build_backbone, parse_shape
+from mmdet.utils import register_all_modules
+from mmengine.logging import MMLogger
+from torch.profiler import ProfilerActivity, profile
 
 # Operator name (after 'aten::') -> kind. Anything else is 'other'.
 KINDS: Dict[str, str] = {
@@ -71,20 +73,6 @@ KIND_ORDER = (
 )
 
 
-def build(model: str, memory_format: str) -> torch.nn.Module:
-    """A FishNet (``fishnetNN``) or mmdet ResNet (``resnetNN``) with its detection outputs."""
-    if model.startswith('fishnet'):
-        cfg = dict(type='FishNet', arch=model, channels_last=memory_format == 'channels_last')
-    elif model.startswith('resnet'):
-        cfg = dict(type='ResNet', depth=int(model[len('resnet') :]), out_indices=(0, 1, 2, 3))
-    else:
-        raise SystemExit(f'--model {model!r}: use fishnet99/150/201 or resnet50/101')
-    backbone = MODELS.build(cfg)
-    if memory_format == 'channels_last':
-        backbone = backbone.to(memory_format=torch.channels_last)
-    return backbone
-
-
 def kind_times(events) -> Dict[str, float]:
     """Self CPU time (microseconds) per kind, over all profiled events."""
     totals: Dict[str, float] = defaultdict(float)
@@ -100,7 +88,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument('--model', default='fishnet150')
+    parser.add_argument(
+        '--model',
+        default='fishnet150',
+        help="fishnet99/150/201 or resnet50/101, with the benchmark's suffixes (+cp, +cls)",
+    )
     parser.add_argument('--shape', default='224x224:8', help='HxW:BATCH (default: %(default)s)')
     parser.add_argument('--mode', default='fwd+bwd', choices=['fwd', 'fwd+bwd'])
     parser.add_argument(
@@ -114,23 +106,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     args = parse_args(argv)
+    spec = ModelSpec.parse(args.model)
+    if spec.base not in KNOWN_MODELS:
+        raise SystemExit(f'--model {args.model!r}: use fishnet99/150/201 or resnet50/101')
     torch.set_num_threads(args.threads)
-    size, _, batch = args.shape.partition(':')
-    height, width = (int(v) for v in size.lower().split('x'))
-    x = torch.randn(int(batch or 1), 3, height, width)
+    register_all_modules()
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # init_weights logs every param
+    height, width, batch = parse_shape(args.shape, None)
+    x = torch.randn(batch, 3, height, width)
     if args.memory_format == 'channels_last':
         x = x.contiguous(memory_format=torch.channels_last)
-    model = build(args.model, args.memory_format)
-
-    def step() -> None:
-        if args.mode == 'fwd':
-            model.eval()
-            with torch.no_grad():
-                model(x)
-            return
-        model.train()
-        model.zero_grad(set_to_none=True)
-        sum(out.float().mean() for out in model(x)).backward()
+    model = build_backbone(spec, args.memory_format, reference_root=None)
+    step = backbone_step(model, x, args.mode, 'fp32')
 
     for _ in range(2):
         step()

@@ -397,8 +397,11 @@ class FishNet(BaseModule):
     def _stem_forward(self, x: torch.Tensor) -> torch.Tensor:
         # The stem works at half the input resolution: at detection sizes its activations are
         # the largest in the network, so checkpointing it saves more than any block.
-        needs_grad = x.requires_grad or any(p.requires_grad for p in self.stem.parameters())
-        if self.with_cp and torch.is_grad_enabled() and needs_grad:
+        if (
+            self.with_cp
+            and torch.is_grad_enabled()
+            and (x.requires_grad or any(p.requires_grad for p in self.stem.parameters()))
+        ):
             return cp.checkpoint(self.stem, x, use_reentrant=False)
         return self.stem(x)
 
