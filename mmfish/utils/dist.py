@@ -39,10 +39,19 @@ def _destroy_process_group() -> None:
     """Tear the process group down while the interpreter is still alive.
 
     Without it, gloo's worker threads can still hold tensors at interpreter finalisation and
-    release them without the GIL: an occasional SIGABRT at the exit of a finished run.
+    release them without the GIL: an occasional SIGABRT at the exit of a finished run. The
+    destroy alone still ended about one run in seven with "terminate called without an active
+    exception"; the barrier first lets every rank reach the teardown before any rank closes its
+    connections (0 of 10 runs failed with it: fewer, not proven none). If a peer is already
+    gone the barrier fails at once, and the group is destroyed all the same.
     """
-    if torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    if not torch_dist.is_initialized():
+        return
+    try:
+        torch_dist.barrier()
+    except RuntimeError:
+        pass
+    torch_dist.destroy_process_group()
 
 
 def setup_cpu_distributed(cfg: Config) -> bool:
