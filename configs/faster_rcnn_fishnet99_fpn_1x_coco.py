@@ -1,6 +1,4 @@
 _base_ = './faster_rcnn_fishnet150_fpn_1x_coco.py'
-fishnet_arch = 'fishnet99'
-pretrained = 'checkpoints/fishnet99_in1k_mmfish.pth'
 model = dict(
-    backbone=dict(arch=fishnet_arch, init_cfg=dict(type='Pretrained', checkpoint=pretrained))
+    backbone=dict(arch='fishnet99', init_cfg=dict(checkpoint='checkpoints/fishnet99_in1k_mmfish.pth'))
 )

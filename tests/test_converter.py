@@ -153,7 +153,6 @@ def test_converted_reference_weights_give_reference_outputs(
     model = FishNet(
         arch=arch,
         out_indices=(7, 8, 9, 10),
-        out_norm=False,
         num_classes=1000,
         init_cfg=dict(type='Pretrained', checkpoint=str(dst)),
     )
@@ -168,7 +167,7 @@ def test_converted_reference_weights_give_reference_outputs(
     x = torch.from_numpy(np.load(FIXTURES / 'input.npy'))
     expected = np.load(FIXTURES / f'{arch}_outputs.npz')
     with torch.no_grad():
-        features = model(x)
+        features = model.forward_features(x)[7:]  # raw, as the reference computes them
         logits = model.classify(x)
     errors = {
         f'feat{i}': relative_error(f, expected[f'feat{i}']) for i, f in zip((7, 8, 9, 10), features)
@@ -216,11 +215,11 @@ def test_tool_convert_function_drops_score(source_files):
     converted = tool.convert(state_dict)
     assert isinstance(converted, OrderedDict)
     assert not any(k.startswith('score.') for k in converted)
-    assert list(converted) == list(FishNet('fishnet99', out_norm=False).state_dict())
+    assert list(converted) == list(FishNet('fishnet99').state_dict())
 
 
 def test_detection_build_loads_drop_score_file(source_files, tmp_path, monkeypatch):
-    """The detection build (out_norm, no score) misses only its new ``out_norms``."""
+    """The detection build (out_norm, no score) finds every key, its out norms included."""
     dst = tmp_path / 'fishnet99_det.pth'
     meta = convert_checkpoint(str(source_files['fishnet99']), str(dst))
     assert meta['with_score'] is False and meta['num_classes'] is None
@@ -231,18 +230,11 @@ def test_detection_build_loads_drop_score_file(source_files, tmp_path, monkeypat
     model = FishNet(arch='fishnet99', init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
     assert model.out_norms is not None and model.score is None
     model.init_weights()
-    assert spy.unexpected == []
-    assert spy.missing, 'out_norms should be reported missing: they are new layers'
-    assert all(k.startswith('out_norms.') for k in spy.missing), spy.missing
-    assert set(spy.missing) == {k for k in model.state_dict() if k.startswith('out_norms.')}
+    assert spy.missing == [] and spy.unexpected == []
     for key, value in model.state_dict().items():
-        if not key.startswith('out_norms.'):
-            assert torch.equal(value, saved[key]), key
-
-    # mmengine's own check agrees (strict load names exactly the out_norms as missing).
-    fresh = FishNet(arch='fishnet99')
-    with pytest.raises(RuntimeError, match='missing keys in source state_dict: out_norms'):
-        mmengine_checkpoint.load_checkpoint(fresh, str(dst), strict=True)
+        assert torch.equal(value, saved[key]), key
+    # mmengine's strict load agrees.
+    mmengine_checkpoint.load_checkpoint(FishNet(arch='fishnet99'), str(dst), strict=True)
 
 
 def test_bare_state_dict_without_module_prefix(source_files, tmp_path):
@@ -281,7 +273,7 @@ def test_old_checkpoints_without_num_batches_tracked(source_files):
     converted = convert(old)
     counters = [k for k in converted if k.endswith('num_batches_tracked')]
     assert counters and all(int(converted[k]) == 0 for k in counters)
-    assert list(converted) == list(FishNet('fishnet99', out_norm=False).state_dict())
+    assert list(converted) == list(FishNet('fishnet99').state_dict())
 
 
 # -------------------------------------------------------------------------- key mapping

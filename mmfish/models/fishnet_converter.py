@@ -39,7 +39,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from mmfish.models.backbones.fishnet import CONSUMER_NORMS
+
 ARCHS: Tuple[str, ...] = ('fishnet99', 'fishnet150', 'fishnet201')
+# The out norms the converter writes: those of FishNet's default out_indices (the FPN input).
+DEFAULT_OUT_INDICES: Tuple[int, ...] = (7, 8, 9, 10)
 MAX_LISTED = 20  # keys listed in full in an error message
 
 _NORM_LEAVES = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
@@ -237,8 +241,12 @@ def convert(
             variant: :class:`ArchMismatchError`.
 
     Returns:
-        The converted state dict, in the order of mmfish's ``FishNet.state_dict()``. Norm layers
-        without ``num_batches_tracked`` (checkpoints of PyTorch < 0.4.1) get a zero counter.
+        The converted state dict, with the keys, in order, of mmfish's ``FishNet(arch)`` (the
+        default detection backbone, ``num_classes=1000`` with ``keep_score``): the network's
+        weights and ``out_norms.{7,8,9,10}``, copies of the trained norm that consumes each of
+        those features in the network (``CONSUMER_NORMS``), so that nothing is missing when the
+        detection backbone loads the file. Norm layers without ``num_batches_tracked``
+        (checkpoints of PyTorch < 0.4.1) get a zero counter.
 
     Raises:
         FishNetConversionError: a subclass naming the keys at fault: foreign, unplaced,
@@ -314,7 +322,12 @@ def convert(
         return key.endswith('.num_batches_tracked')
 
     def needed(key: str) -> bool:
-        return not is_counter(key) and (keep_score or not key.startswith('score.'))
+        # The score head's first norm is feature 10's consumer: its copy is an out norm.
+        return not is_counter(key) and (
+            keep_score
+            or not key.startswith('score.')
+            or key.startswith(CONSUMER_NORMS[10] + '.')
+        )
 
     missing = [k for k in expected if k not in mapped and needed(k)]
     if missing:
@@ -334,14 +347,22 @@ def convert(
             f'Shape mismatch for {_listing(wrong)}.', [w.split(' ', 1)[0] for w in wrong]
         )
 
-    converted: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for key in expected:
-        if key.startswith('score.') and not keep_score:
-            continue
+    def value(key: str) -> torch.Tensor:
         if key in present:
-            converted[key] = present[key][1]
-        else:  # a num_batches_tracked that old checkpoints lack
-            converted[key] = torch.tensor(0, dtype=torch.long)
+            return present[key][1]
+        return torch.tensor(0, dtype=torch.long)  # a num_batches_tracked that old files lack
+
+    converted: OrderedDict[str, torch.Tensor] = OrderedDict(
+        (key, value(key)) for key in expected if not key.startswith('score.')
+    )
+    # The detection backbone's out norms: copies of each feature's trained consumer norm (the
+    # score head's first norm for feature 10, kept even when the score head is dropped).
+    for index in DEFAULT_OUT_INDICES:
+        consumer = CONSUMER_NORMS[index]
+        for leaf in _NORM_LEAVES:
+            converted[f'out_norms.{index}.{leaf}'] = value(f'{consumer}.{leaf}').clone()
+    if keep_score:
+        converted.update((key, value(key)) for key in expected if key.startswith('score.'))
     return converted
 
 

@@ -22,10 +22,13 @@ index  part                channels (all archs)  stride
 """
 
 import os
+import re
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -42,6 +45,28 @@ BODY_TRANSFER_SOURCES = (2, 1, 0)
 HEAD_TRANSFER_SOURCES = (6, 5, 4)
 NUM_FEATURES = 11
 SIZE_DIVISOR = 32
+
+# The trained norm that normalises each feature next inside the reference network: the
+# pre-activation norm of the feature's first consumer on the main path (the next stage's first
+# block; the bridge's squeeze for the last tail feature; the score head for the last head
+# feature). ``out_norm`` layers are filled from these when a checkpoint has no ``out_norms.<i>``,
+# so that a fine-tuned backbone returns ``relu(consumer_norm(feature))`` of the ImageNet network.
+CONSUMER_NORMS: Dict[int, str] = {
+    0: 'tail.0.blocks.0.norm1',
+    1: 'tail.1.blocks.0.norm1',
+    2: 'tail.2.blocks.0.norm1',
+    3: 'bridge.squeeze.0',
+    4: 'body.0.blocks.0.norm1',
+    5: 'body.1.blocks.0.norm1',
+    6: 'body.2.blocks.0.norm1',
+    7: 'head.0.blocks.0.norm1',
+    8: 'head.1.blocks.0.norm1',
+    9: 'head.2.blocks.0.norm1',
+    10: 'score.conv.0',
+}
+_NORM_STATE = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+# out_norms before they were keyed by feature index: ``out_norms.<position>.0.<leaf>``.
+_POSITIONAL_OUT_NORM_RE = re.compile(r'^out_norms\.(\d+)\.0\.(\w+)$')
 
 # The reference's network_planes [64, 128, 256, 512, 512, 512, 384, 256, 320, 832, 1600] are
 # shared by all variants: stem, tail (x3), bridge (= last tail), body (x3) and head. The head's
@@ -116,12 +141,18 @@ class FishNet(BaseModule):
             default ``(7, 8, 9, 10)`` is the body's last feature and the head's three: strides
             4, 8, 16, 32, the natural input of an FPN. Stages after the last requested feature
             are not built (unless ``num_classes`` is set).
-        out_norm: Pass each returned feature through its own norm and ReLU. FishNet is
-            pre-activation: its features are sums of residuals, never normalised (standard
-            deviation about 2 on 2112 channels), and every consumer inside the network starts
-            with norm-ReLU, as the reference classifier does. An FPN does not, and fed raw
-            features its losses start an order of magnitude higher; so detection configs keep
-            this on. ``False`` returns the raw features, exactly as the reference computes them.
+        out_norm: Pass each returned feature through its own norm and ReLU
+            (``out_norms.<index>``). FishNet is pre-activation: its features are sums of
+            residuals, never normalised (standard deviation about 2 on 2112 channels), and every
+            consumer inside the network starts with norm-ReLU, as the reference classifier does.
+            An FPN does not, and fed raw features its losses start an order of magnitude higher;
+            so detection configs keep this on. Loaded from an ImageNet checkpoint, each out norm
+            is the trained norm of the feature's consumer in the network (``CONSUMER_NORMS``):
+            the converter writes them, and a checkpoint without them gets them from the
+            consumer's keys. With ``norm_eval`` the backbone then returns exactly
+            ``relu(consumer_norm(feature))`` of the ImageNet network. From scratch they start
+            as fresh norms. ``False`` returns the raw features, exactly as the reference
+            computes them.
         num_classes: Build the reference's score head (norm-ReLU-conv1x1-norm-ReLU, global pool,
             conv1x1) for image classification; use :meth:`classify`. None: no score head.
         frozen_stages: Freeze (eval mode, no gradient) the modules producing features
@@ -284,10 +315,10 @@ class FishNet(BaseModule):
         )
         self.out_norms = None
         if out_norm:
-            self.out_norms = nn.ModuleList(
-                nn.Sequential(build_norm(norm_cfg, c), nn.ReLU(inplace=True))
-                for c in self.out_channels
+            self.out_norms = nn.ModuleDict(
+                {str(i): build_norm(norm_cfg, c) for i, c in zip(self.out_indices, self.out_channels)}
             )
+            self._register_load_state_dict_pre_hook(self._fill_out_norms)
         self.score = None
         if num_classes is not None:
             self.score = ScoreHead(channels, num_classes, norm_cfg, conv_cfg)
@@ -410,7 +441,10 @@ class FishNet(BaseModule):
         features = self.forward_features(x)
         outs = [features[i] for i in self.out_indices]
         if self.out_norms is not None:
-            outs = [norm(out) for norm, out in zip(self.out_norms, outs)]
+            outs = [
+                F.relu(self.out_norms[str(i)](out), inplace=True)
+                for i, out in zip(self.out_indices, outs)
+            ]
         return tuple(to_nchw(out) for out in outs)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -418,6 +452,47 @@ class FishNet(BaseModule):
         if self.score is None:
             raise RuntimeError('FishNet.classify needs a score head: build with num_classes=1000')
         return self.score(self.forward_features(x)[-1])
+
+    # ------------------------------------------------------------------------- checkpoint loading
+    def _fill_out_norms(self, state_dict: dict, prefix: str, *args) -> None:
+        """Before loading: give every out norm its trained counterpart in ``state_dict``.
+
+        ``out_norms.<i>`` present: kept. Written by mmfish before the out norms were keyed by
+        feature index (``out_norms.<position>.0.*``): renamed. Else, from an ImageNet checkpoint,
+        copied from the norm of feature ``i``'s consumer (``CONSUMER_NORMS``) where the file has
+        it. A checkpoint that has neither gets a warning (and the norm keeps its current state).
+        """
+        relevant = [k for k in state_dict if k.startswith(prefix)]
+        if not relevant:
+            return
+        for key in [k for k in relevant if k.startswith(prefix + 'out_norms.')]:
+            match = _POSITIONAL_OUT_NORM_RE.match(key[len(prefix) :])
+            if match and int(match.group(1)) < len(self.out_indices):
+                index = self.out_indices[int(match.group(1))]
+                state_dict[f'{prefix}out_norms.{index}.{match.group(2)}'] = state_dict.pop(key)
+        missing = []
+        for index in self.out_indices:
+            target = f'{prefix}out_norms.{index}.'
+            if any(k.startswith(target) for k in state_dict):
+                continue
+            source = f'{prefix}{CONSUMER_NORMS[index]}.'
+            if f'{source}weight' not in state_dict:
+                missing.append(index)
+                continue
+            for leaf in _NORM_STATE:
+                if source + leaf in state_dict:
+                    state_dict[target + leaf] = state_dict[source + leaf].clone()
+        if missing:
+            warnings.warn(
+                f'FishNet: the checkpoint has no trained norm for feature(s) {missing} '
+                f'(neither out_norms.<i> nor the consumer norm '
+                f'{[CONSUMER_NORMS[i] for i in missing]}), so their out norms keep their '
+                'initial statistics (mean 0, variance 1): under norm_eval they stay the '
+                "identity. Convert the authors' checkpoint again with "
+                'tools/model_converters/fishnet2mmdet.py, which writes them '
+                '(README, "ImageNet weights").',
+                stacklevel=2,
+            )
 
     # ----------------------------------------------------------------------- training behaviour
     def stages(self) -> List[nn.Module]:

@@ -1,0 +1,26 @@
+# FishNet-150 as an FPN backbone, fine-tuned from the authors' ImageNet weights: the settings that
+# every mmfish COCO config shares. A detector config names this file beside mmdet's R-50 config
+# and takes `fishnet_backbone` / `fishnet_neck` from it (`_base_.fishnet_backbone`); a variant
+# config inherits the FishNet-150 one and changes `arch` and the checkpoint.
+custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
+
+# tools/model_converters/fishnet2mmdet.py writes this file from the authors' ImageNet checkpoint
+# (README, "ImageNet weights"); --cfg-options model.backbone.init_cfg=None trains from scratch.
+fishnet_backbone = dict(
+    _delete_=True,  # replaces mmdet's ResNet-50 settings
+    type='FishNet',
+    arch='fishnet150',
+    out_indices=(7, 8, 9, 10),  # body's last feature + head: strides 4, 8, 16, 32
+    # Each returned feature through norm + ReLU. Loaded from a converted checkpoint, these are
+    # the network's own trained norms of each feature (README, "Fine-tuning and out_norm").
+    out_norm=True,
+    frozen_stages=1,  # stem and first tail stage, as mmdet's ResNet configs freeze
+    norm_cfg=dict(type='BN', requires_grad=True),
+    norm_eval=True,
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/fishnet150_in1k_mmfish.pth'),
+)
+# = FishNet.out_channels for these out_indices (tests/test_configs.py checks it)
+fishnet_neck = dict(in_channels=[320, 832, 1600, 2112])
+# The paper trains detectors with warm-up (mmdet's 1x schedule: linear, 500 iterations) and
+# gradient clipping.
+fishnet_clip_grad = dict(max_norm=35, norm_type=2)
