@@ -1,4 +1,6 @@
 _base_ = './faster_rcnn_fishnet150_fpn_1x_coco.py'
 model = dict(
-    backbone=dict(arch='fishnet201', init_cfg=dict(checkpoint='checkpoints/fishnet201_in1k_mmfish.pth'))
+    backbone=dict(
+        arch='fishnet201', init_cfg=dict(checkpoint='checkpoints/fishnet201_in1k_mmfish.pth')
+    )
 )

@@ -71,6 +71,23 @@ def test_coco_configs_follow_the_1x_recipe(config):
     assert metrics == (['bbox', 'segm'] if 'mask_rcnn' in config else ['bbox'])
 
 
+def test_fishnet_settings_live_in_one_place():
+    """The COCO family: the FishNet model settings are written once, in the shared base;
+    every other COCO config is the few lines that differ."""
+    base = osp.join('configs', '_base_', 'fishnet150_fpn.py')
+    defining = [
+        c for c in COCO_CONFIGS + [base] if "type='FishNet'" in open(osp.join(ROOT, c)).read()
+    ]
+    assert defining == [base]
+    for config in COCO_CONFIGS:
+        lines = [
+            line
+            for line in open(osp.join(ROOT, config)).read().splitlines()
+            if line.strip() and not line.lstrip().startswith('#')
+        ]
+        assert len(lines) <= 5, f'{config} repeats settings: {lines}'
+
+
 def test_custom_imports_alone_registers_fishnet(tmp_path):
     """A user config that only names mmfish in custom_imports finds FishNet (fresh process)."""
     config = tmp_path / 'user_config.py'

@@ -14,6 +14,7 @@ import json
 import os
 import os.path as osp
 import time
+from typing import Dict, List, Sequence
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -24,6 +25,52 @@ from mmfish.datasets import generate_shapes_coco
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_fishnet99_fpn_shapes_cpu.py')
 TARGETS = {'coco/bbox_mAP_50': 0.5, 'coco/segm_mAP_50': 0.4}
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two COCO boxes (x, y, w, h)."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def drawn_box_quality(
+    gt_file: str, pred_file: str, score_thr: float, iou_thr: float = 0.5
+) -> Dict[str, float]:
+    """How many of the boxes drawn at ``score_thr`` are real objects.
+
+    Each prediction at or above the threshold is matched, highest score first, to an unmatched
+    ground-truth box of its class with IoU >= ``iou_thr``. Returns the number drawn, the
+    fraction of them that matched (precision) and the fraction of ground truth found (recall).
+    """
+    with open(gt_file) as f:
+        gt = json.load(f)
+    with open(pred_file) as f:
+        preds = [p for p in json.load(f) if p['score'] >= score_thr]
+    by_image: Dict[int, List[dict]] = {}
+    for ann in gt['annotations']:
+        by_image.setdefault(ann['image_id'], []).append(ann)
+    matched_gt = set()
+    hits = 0
+    for pred in sorted(preds, key=lambda p: -p['score']):
+        best, best_iou = None, iou_thr
+        for ann in by_image.get(pred['image_id'], []):
+            if ann['id'] in matched_gt or ann['category_id'] != pred['category_id']:
+                continue
+            iou = _iou(pred['bbox'], ann['bbox'])
+            if iou >= best_iou:
+                best, best_iou = ann['id'], iou
+        if best is not None:
+            matched_gt.add(best)
+            hits += 1
+    return dict(
+        score_thr=score_thr,
+        drawn=len(preds),
+        precision=round(hits / len(preds), 4) if preds else 0.0,
+        recall=round(len(matched_gt) / max(1, len(gt['annotations'])), 4),
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,6 +92,9 @@ def main() -> None:
     data = generate_shapes_coco(cfg.data_root.rstrip('/'))
     print(f'dataset: {json.dumps(data)}', flush=True)
 
+    # The evaluator also writes its predictions, to measure the pictures' boxes against.
+    preds_prefix = osp.join(cfg.work_dir, 'val_predictions')
+    cfg.val_evaluator.outfile_prefix = preds_prefix
     runner = Runner.from_cfg(cfg)
     runner.train()
 
@@ -58,9 +108,13 @@ def main() -> None:
     if not metrics:
         raise RuntimeError(f'no COCO metrics were logged; scalars: {sorted(scalars)}')
     pictures = sorted(glob.glob(osp.join(runner.log_dir, 'vis_data', 'vis_image', '*.png')))
+    score_thr = cfg.default_hooks.visualization.get('score_thr', 0.3)
     summary = dict(
         wall_time_s=round(time.time() - start, 1),
         metrics=metrics,
+        pictures_boxes=drawn_box_quality(
+            cfg.val_evaluator.ann_file, preds_prefix + '.bbox.json', score_thr
+        ),
         targets=TARGETS,
         targets_met=all(metrics.get(k, 0.0) >= v for k, v in TARGETS.items()),
         checkpoint=osp.join(cfg.work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth'),

@@ -324,9 +324,7 @@ def convert(
     def needed(key: str) -> bool:
         # The score head's first norm is feature 10's consumer: its copy is an out norm.
         return not is_counter(key) and (
-            keep_score
-            or not key.startswith('score.')
-            or key.startswith(CONSUMER_NORMS[10] + '.')
+            keep_score or not key.startswith('score.') or key.startswith(CONSUMER_NORMS[10] + '.')
         )
 
     missing = [k for k in expected if k not in mapped and needed(k)]

@@ -316,7 +316,10 @@ class FishNet(BaseModule):
         self.out_norms = None
         if out_norm:
             self.out_norms = nn.ModuleDict(
-                {str(i): build_norm(norm_cfg, c) for i, c in zip(self.out_indices, self.out_channels)}
+                {
+                    str(i): build_norm(norm_cfg, c)
+                    for i, c in zip(self.out_indices, self.out_channels)
+                }
             )
             self._register_load_state_dict_pre_hook(self._fill_out_norms)
         self.score = None
