@@ -1,6 +1,3 @@
 _base_ = './faster_rcnn_fishnet150_fpn_1x_coco.py'
-model = dict(
-    backbone=dict(
-        arch='fishnet99', init_cfg=dict(checkpoint='checkpoints/fishnet99_in1k_mmfish.pth')
-    )
-)
+checkpoint = 'checkpoints/fishnet99_in1k_mmfish.pth'
+model = dict(backbone=dict(arch='fishnet99', init_cfg=dict(checkpoint=checkpoint)))
