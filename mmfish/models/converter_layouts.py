@@ -209,7 +209,7 @@ def detect_layout(state_dict: Mapping[str, object]) -> str:
     welltrained_201 = [key for key in keys if _WELLTRAINED_201_RE.match(key)]
     if welltrained_201:
         raise UnplacedKeyError(
-            f'Cannot place {_listing(welltrained_201)}. These are the keys of the authors\' '
+            f"Cannot place {_listing(welltrained_201)}. These are the keys of the authors' "
             '"well-trained" FishNet-201 file (fishnet201_ckpt_welltrain.tar), which is not '
             'supported: the only published mapping of it (a third-party loader) loads it '
             'non-strictly, its first shortcut is a bare convolution where the reference has '
@@ -299,7 +299,9 @@ def to_reference_layout(
             unplaced,
         )
     missing = [
-        k for k, ref in table.items() if k not in source and not _is_counter(k) and not _is_score(ref)
+        k
+        for k, ref in table.items()
+        if k not in source and not _is_counter(k) and not _is_score(ref)
     ]
     if missing:
         raise MissingKeyError(

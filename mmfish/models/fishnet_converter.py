@@ -458,14 +458,16 @@ def _is_tar(head: bytes) -> bool:
 def _to_reference_layout(
     state_dict: Mapping[str, torch.Tensor],
 ) -> Tuple['OrderedDict[str, torch.Tensor]', str]:
-    """:func:`mmfish.models.converter_layouts.to_reference_layout` (imported late: it imports us)."""
+    """:func:`mmfish.models.converter_layouts.to_reference_layout`, imported late (it imports
+    this module)."""
     from mmfish.models.converter_layouts import to_reference_layout
 
     return to_reference_layout(state_dict)
 
 
 def _save_atomically(obj: object, dst: str) -> None:
-    """``torch.save`` to a temporary file beside ``dst``, then rename: ``dst`` is whole or absent."""
+    """``torch.save`` to a temporary file beside ``dst``, then rename it: ``dst`` is whole or
+    absent (or, on an error, as it was)."""
     out_dir = os.path.dirname(os.path.abspath(dst))
     os.makedirs(out_dir, exist_ok=True)
     tmp = os.path.join(out_dir, f'.{os.path.basename(dst)}.{os.getpid()}.tmp')

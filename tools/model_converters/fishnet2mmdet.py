@@ -16,10 +16,11 @@ then, in a config::
                   init_cfg=dict(type='Pretrained',
                                 checkpoint='checkpoints/fishnet150_in1k_mmfish.pth'))
 
-The variant is told from the checkpoint; ``--arch`` makes a file of another variant an error. The ImageNet score head is dropped by default (a
-detector does not use it); ``--keep-score`` keeps it as ``score.*`` for
-``FishNet(num_classes=1000)``. The mapping lives in :mod:`mmfish.models.fishnet_converter` and
-:mod:`mmfish.models.converter_layouts`. On any error nothing is written.
+The variant is told from the checkpoint; ``--arch`` makes a file of another variant an error.
+The ImageNet score head is dropped by default (a detector does not use it); ``--keep-score``
+keeps it as ``score.*`` for ``FishNet(num_classes=1000)``. The mapping lives in
+:mod:`mmfish.models.fishnet_converter` and :mod:`mmfish.models.converter_layouts`. On any error
+nothing is written.
 """
 
 import argparse
@@ -28,12 +29,12 @@ from collections import OrderedDict
 
 import torch
 
+from mmfish.models.converter_layouts import describe_layout
 from mmfish.models.fishnet_converter import (
     ARCHS,
     FishNetConversionError,
     convert_checkpoint,
 )
-from mmfish.models.converter_layouts import describe_layout
 from mmfish.models.fishnet_converter import convert as _convert
 
 
@@ -49,7 +50,7 @@ def convert(state_dict: 'OrderedDict[str, torch.Tensor]') -> 'OrderedDict[str, t
 def parse_args() -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
-        description='Convert FishNet ImageNet weights (the authors\' fishnet99/150/201_ckpt.tar, '
+        description="Convert FishNet ImageNet weights (the authors' fishnet99/150/201_ckpt.tar, "
         'fishnet150_ckpt_welltrained.tar, or a pytorchcv fishnet99/150 state dict) to mmfish '
         'FishNet names.'
     )
