@@ -208,6 +208,13 @@ def test_welltrained_missing_key_named_in_its_layout():
     with pytest.raises(MissingKeyError, match=r'fish\.fish\.3\.1\.1\.running_var') as info:
         convert(state_dict)
     assert info.value.keys == ['fish.fish.3.1.1.running_var']
+    # The classifier is needed only when kept; then it is named as the file names it.
+    state_dict = welltrained_checkpoint('fishnet150')['state_dict']
+    del state_dict['module.fish.fish.9.4.4.bias']
+    assert 'score.fc.weight' not in convert(state_dict)
+    with pytest.raises(MissingKeyError, match=r'fish\.fish\.9\.4\.4\.bias.*fishnet150') as info:
+        convert(state_dict, keep_score=True)
+    assert info.value.keys == ['fish.fish.9.4.4.bias']
 
 
 def test_mixed_layouts_are_refused():

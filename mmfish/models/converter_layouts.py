@@ -29,9 +29,9 @@ file's own names. Nothing is loaded partially.
 
 Refused on purpose: the well-trained FishNet-201 file (``fishnet201_ckpt_welltrain.tar``). The
 same loader maps it with other renames and loads it non-strictly, so its key set is not known to
-map one to one; its first block's shortcut is a bare convolution (``fish.fish.0.0.0.shortcut.
-weight``) where the reference has norm, ReLU and convolution; and its renames, in the order
-written, overwrite ``fish.fish.9.3.0.weight`` before moving it.
+map one to one; its first block's shortcut is a bare convolution
+(``fish.fish.0.0.0.shortcut.weight``) where the reference has norm, ReLU and convolution; and its
+renames, in the order written, overwrite ``fish.fish.9.3.0.weight`` before moving it.
 """
 
 import re
@@ -57,8 +57,8 @@ from mmfish.models.fishnet_converter import (
 LAYOUTS: Tuple[str, ...] = ('reference', 'welltrained', 'pytorchcv')
 LAYOUT_NAMES: Dict[str, str] = {
     'reference': "the authors' reference layout (fishnetXX_ckpt.tar)",
-    'welltrained': 'the authors\' "well-trained" FishNet-150 layout (fishnet150_ckpt_welltrained'
-    '.tar; key renames from a third-party loader)',
+    'welltrained': 'the authors\' "well-trained" layout (fishnet150_ckpt_welltrained.tar; '
+    'key renames from a third-party loader)',
     'pytorchcv': "pytorchcv's (imgclsmob) layout",
 }
 
@@ -230,19 +230,23 @@ def _is_score(reference_key: str) -> bool:
     return (map_key(reference_key) or '').startswith('score.')
 
 
-def _fitting_arch(keys: Sequence[str], layout: str) -> Tuple[str, bool]:
-    """The variant whose ``layout`` table the keys are (exact: True), or the closest one."""
+def _missing(keys: Sequence[str], table: Mapping[str, str], require_score: bool) -> List[str]:
+    """Keys of ``table`` that ``keys`` lack (counters never needed, the score head if asked)."""
     present = set(keys)
+    return [
+        k
+        for k, ref in table.items()
+        if k not in present and not _is_counter(k) and (require_score or not _is_score(ref))
+    ]
+
+
+def _fitting_arch(keys: Sequence[str], layout: str, require_score: bool) -> Tuple[str, bool]:
+    """The variant whose ``layout`` table the keys are (exact: True), or the closest one."""
 
     def misfit(arch: str) -> Tuple[List[str], List[str]]:
         table = layout_table(layout, arch)
         extra = [k for k in keys if k not in table]
-        missing = [
-            k
-            for k, ref in table.items()
-            if k not in present and not _is_counter(k) and not _is_score(ref)
-        ]
-        return extra, missing
+        return extra, _missing(keys, table, require_score)
 
     for arch in ARCHS:
         extra, missing = misfit(arch)
@@ -253,11 +257,13 @@ def _fitting_arch(keys: Sequence[str], layout: str) -> Tuple[str, bool]:
 
 def to_reference_layout(
     state_dict: Mapping[str, torch.Tensor],
+    require_score: bool = False,
 ) -> Tuple['OrderedDict[str, torch.Tensor]', str]:
     """Rename a FishNet state dict of any supported layout into the reference's.
 
     Args:
         state_dict: A state dict in one of :data:`LAYOUTS` (with or without ``module.``).
+        require_score: The ImageNet score head must be there too (it is kept).
 
     Returns:
         The state dict with reference keys (no ``module.``; the same tensors, in the input's
@@ -288,8 +294,8 @@ def to_reference_layout(
             else f'not a FishNet state dict (no key of {LAYOUT_NAMES[layout]})'
         )
         raise NotFishNetCheckpointError(f'This looks like {what}; it holds {_listing(keys)}.', keys)
-    arch, exact = _fitting_arch(keys, layout)
-    where = f'FishNet {arch}' + ('' if exact else ' (the closest variant: none fits exactly)')
+    arch, exact = _fitting_arch(keys, layout, require_score)
+    where = f'FishNet {arch}' + ('' if exact else ' (the variant closest to its keys)')
     table = layout_table(layout, arch)
     unplaced = [k for k in keys if k not in table]
     if unplaced:
@@ -298,11 +304,7 @@ def to_reference_layout(
             f'{where}. Nothing was converted.',
             unplaced,
         )
-    missing = [
-        k
-        for k, ref in table.items()
-        if k not in source and not _is_counter(k) and not _is_score(ref)
-    ]
+    missing = _missing(keys, table, require_score)
     if missing:
         raise MissingKeyError(
             f'This state dict in {LAYOUT_NAMES[layout]} lacks {_listing(missing)} of {where}.',

@@ -252,7 +252,7 @@ def convert(
         raise NotFishNetCheckpointError(
             f'Not a state dict of tensors: {_listing(bad_values)} hold other objects.', bad_values
         )
-    source, _ = _to_reference_layout(state_dict)
+    source, _ = _to_reference_layout(state_dict, keep_score)
     if not any(key.startswith('fish.fish.') for key in source):
         keys = list(source)
         raise NotFishNetCheckpointError(
@@ -456,13 +456,13 @@ def _is_tar(head: bytes) -> bool:
 
 
 def _to_reference_layout(
-    state_dict: Mapping[str, torch.Tensor],
+    state_dict: Mapping[str, torch.Tensor], keep_score: bool
 ) -> Tuple['OrderedDict[str, torch.Tensor]', str]:
     """:func:`mmfish.models.converter_layouts.to_reference_layout`, imported late (it imports
     this module)."""
     from mmfish.models.converter_layouts import to_reference_layout
 
-    return to_reference_layout(state_dict)
+    return to_reference_layout(state_dict, require_score=keep_score)
 
 
 def _save_atomically(obj: object, dst: str) -> None:
@@ -496,7 +496,7 @@ def convert_checkpoint(
     Returns:
         The ``meta`` dict written.
     """
-    source, layout = _to_reference_layout(load_reference_checkpoint(src))
+    source, layout = _to_reference_layout(load_reference_checkpoint(src), keep_score)
     converted = convert(source, keep_score=keep_score, arch=arch)
     detected = arch or detect_arch(source)
     meta = dict(
