@@ -17,8 +17,6 @@ head unit's output with a ``skip2_seq`` transfer.
 
 import importlib.metadata
 import importlib.util
-import os
-import subprocess
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -105,11 +103,18 @@ def welltrained_checkpoint(arch: str, counters: bool = False) -> dict:
     return converter_tests.reference_checkpoint(to_welltrained(reference), arch)
 
 
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
-    return subprocess.run(
-        [sys.executable, str(TOOL), *args], capture_output=True, text=True, cwd=str(ROOT), env=env
-    )
+def run_tool(monkeypatch, capsys, *args: str) -> Tuple[int, str, str]:
+    """The converter tool's ``main`` run in this process (tests/test_converter.py runs it as a
+    subprocess): exit status, stdout, stderr."""
+    tool = _load_module(TOOL, '_fishnet2mmdet')
+    monkeypatch.setattr(sys, 'argv', [str(TOOL), *args])
+    try:
+        tool.main()
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def load_converted(dst: Path, arch: str) -> FishNet:
@@ -194,11 +199,11 @@ def test_welltrained_layout_converts_like_reference(arch, counters):
             assert torch.equal(value, expected[key]), key
 
 
-def test_cli_names_the_welltrained_layout(welltrained_files, tmp_path):
+def test_cli_names_the_welltrained_layout(welltrained_files, tmp_path, monkeypatch, capsys):
     dst = tmp_path / 'out.pth'
-    result = run_tool(str(welltrained_files['fishnet150']), str(dst))
-    assert result.returncode == 0, result.stderr
-    assert 'fishnet150' in result.stdout and 'well-trained' in result.stdout, result.stdout
+    status, out, err = run_tool(monkeypatch, capsys, str(welltrained_files['fishnet150']), str(dst))
+    assert status == 0, err
+    assert 'fishnet150' in out and 'well-trained' in out, out
     assert torch.load(dst, weights_only=True)['meta']['layout'] == 'welltrained'
 
 
@@ -357,11 +362,12 @@ def test_pytorchcv_weights_give_pytorchcv_outputs(arch, pytorchcv_runs, tmp_path
     assert max(errors.values()) <= MAX_RELATIVE_ERROR, errors
 
 
-def test_cli_names_the_pytorchcv_layout(pytorchcv_runs, tmp_path):
+def test_cli_names_the_pytorchcv_layout(pytorchcv_runs, tmp_path, monkeypatch, capsys):
     src, _ = pytorchcv_runs['fishnet99']
-    result = run_tool(str(src), str(tmp_path / 'out.pth'), '--arch', 'fishnet99')
-    assert result.returncode == 0, result.stderr
-    assert 'fishnet99' in result.stdout and 'pytorchcv' in result.stdout, result.stdout
+    args = (str(src), str(tmp_path / 'out.pth'), '--arch', 'fishnet99')
+    status, out, err = run_tool(monkeypatch, capsys, *args)
+    assert status == 0, err
+    assert 'fishnet99' in out and 'pytorchcv' in out, out
 
 
 def test_pytorchcv_shape_mismatch_named_in_its_layout(pytorchcv_runs):
@@ -384,12 +390,14 @@ def test_pytorchcv_model_that_is_not_fishnet(tmp_path):
     assert not dst.exists()
 
 
-def test_one_variant_converted_as_another(pytorchcv_runs, welltrained_files, tmp_path):
+def test_one_variant_converted_as_another(
+    pytorchcv_runs, welltrained_files, tmp_path, monkeypatch, capsys
+):
     dst = tmp_path / 'out.pth'
-    result = run_tool(str(pytorchcv_runs['fishnet99'][0]), str(dst), '--arch', 'fishnet150')
-    assert result.returncode == 1, result.stdout
-    assert 'ArchMismatchError' in result.stderr and 'fishnet99' in result.stderr
-    assert 'Traceback' not in result.stderr
+    args = (str(pytorchcv_runs['fishnet99'][0]), str(dst), '--arch', 'fishnet150')
+    status, out, err = run_tool(monkeypatch, capsys, *args)
+    assert status == 1, out
+    assert 'ArchMismatchError' in err and 'fishnet99' in err
     with pytest.raises(ArchMismatchError, match='fishnet150'):
         convert_checkpoint(str(welltrained_files['fishnet150']), str(dst), arch='fishnet201')
     assert not dst.exists()
