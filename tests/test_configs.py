@@ -59,7 +59,9 @@ def test_coco_configs_follow_the_1x_recipe(config):
     arch = osp.basename(config).split('_')[2]
     assert cfg.model.backbone.arch == arch
     init = cfg.model.backbone.init_cfg
-    assert init.type == 'Pretrained' and init.checkpoint == f'checkpoints/{arch}_in1k_mmfish.pth'
+    # FishNet-150 starts from the strongest published ImageNet weights (README, "ImageNet weights").
+    source = 'fishnet150_pytorchcv' if arch == 'fishnet150' else arch
+    assert init.type == 'Pretrained' and init.checkpoint == f'checkpoints/{source}_in1k_mmfish.pth'
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
     assert cfg.train_cfg.max_epochs == 12
     assert cfg.auto_scale_lr.base_batch_size == 16

@@ -78,11 +78,13 @@ else
 fi
 
 step 6 "mmfish (editable) and the test tools"
-if "$PY" -c 'import mmfish, pytest, ruff' 2>/dev/null && [[ "$("$PY" -c 'import mmfish, os; print(os.path.dirname(os.path.dirname(mmfish.__file__)))')" == "$ROOT" ]]; then
+if "$PY" -c 'import mmfish, pytest, ruff, pytorchcv' 2>/dev/null && [[ "$("$PY" -c 'import mmfish, os; print(os.path.dirname(os.path.dirname(mmfish.__file__)))')" == "$ROOT" ]]; then
     echo "already installed"
 else
     "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
     "${PIP[@]}" install -r "$ROOT/requirements/tests.txt"
+    # pytorchcv without its declared torchvision dependency (see the file).
+    "${PIP[@]}" install --no-deps -r "$ROOT/requirements/tests-no-deps.txt"
 fi
 
 step 7 "check"

@@ -4,8 +4,16 @@
 # config inherits the FishNet-150 one and changes `arch` and the checkpoint.
 custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
 
-# tools/model_converters/fishnet2mmdet.py writes this file from the authors' ImageNet checkpoint
-# (README, "ImageNet weights"); --cfg-options model.backbone.init_cfg=None trains from scratch.
+# ImageNet start (README, "ImageNet weights"; top-1 as published by each source), converted with
+# tools/model_converters/fishnet2mmdet.py SOURCE DEST:
+#   pytorchcv fishnet150-0475-93e26daa.pth (80.74%, recommended)
+#       -> checkpoints/fishnet150_pytorchcv_in1k_mmfish.pth (the default below)
+#   authors' fishnet150_ckpt_welltrained.tar (79.35%)
+#       -> checkpoints/fishnet150_welltrained_in1k_mmfish.pth
+#   authors' fishnet150_ckpt.tar (78.14%) -> checkpoints/fishnet150_in1k_mmfish.pth
+# Another file: --cfg-options model.backbone.init_cfg.checkpoint=PATH; from scratch:
+# --cfg-options model.backbone.init_cfg=None.
+pretrained = 'checkpoints/fishnet150_pytorchcv_in1k_mmfish.pth'
 fishnet_backbone = dict(
     _delete_=True,  # replaces mmdet's ResNet-50 settings
     type='FishNet',
@@ -17,7 +25,7 @@ fishnet_backbone = dict(
     frozen_stages=1,  # stem and first tail stage, as mmdet's ResNet configs freeze
     norm_cfg=dict(type='BN', requires_grad=True),
     norm_eval=True,
-    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/fishnet150_in1k_mmfish.pth'),
+    init_cfg=dict(type='Pretrained', checkpoint=pretrained),
 )
 # = FishNet.out_channels for these out_indices (tests/test_configs.py checks it)
 fishnet_neck = dict(in_channels=[320, 832, 1600, 2112])

@@ -24,11 +24,9 @@ and inside a residual block ``bn{1,2,3}`` -> ``norm{1,2,3}``, ``conv{1,2,3}`` ->
 ``shortcut.{0,2}`` -> ``projection.{0,2}``. The variant is told from the block counts. Every
 problem raises a :class:`FishNetConversionError` (a ``ValueError``) naming the keys at fault.
 
-Limitation: the "well-trained" files (``fishnet150_ckpt_welltrained.tar``,
-``fishnet201_ckpt_welltrain.tar``) are reported to split the bridge's and the score head's
-layers differently (e.g. ``fish.fish.3.1.0.weight`` where the code has
-``fish.fish.3.0.2.weight``). That layout is not in the reference code, so it is not converted:
-such files fail with the list of the keys that cannot be placed.
+Other layouts of the same network (the authors' "well-trained" FishNet-150 file, pytorchcv's
+FishNet state dicts) are renamed into this one first, exactly or not at all, by
+:mod:`mmfish.models.converter_layouts`; :func:`convert_checkpoint` reports the layout it read.
 """
 
 import os
@@ -234,7 +232,8 @@ def convert(
     """Map a reference FishNet state dict onto mmfish's ``FishNet`` names.
 
     Args:
-        state_dict: The reference's ``state_dict`` (keys with or without ``module.``).
+        state_dict: The reference's ``state_dict`` (keys with or without ``module.``), or one
+            in another layout of :mod:`mmfish.models.converter_layouts`.
         keep_score: Keep the ImageNet score head as ``score.*`` (for ``FishNet(num_classes=...)``
             and :meth:`FishNet.classify`); False drops it (detection).
         arch: The expected variant; None detects it. Given and different from the detected
@@ -261,7 +260,7 @@ def convert(
         raise NotFishNetCheckpointError(
             f'Not a state dict of tensors: {_listing(bad_values)} hold other objects.', bad_values
         )
-    source = strip_module_prefix(state_dict)
+    source, _ = _to_reference_layout(state_dict, keep_score)
     if not any(key.startswith('fish.fish.') for key in source):
         keys = list(source)
         raise NotFishNetCheckpointError(
@@ -475,6 +474,31 @@ def _is_tar(head: bytes) -> bool:
     return len(head) >= 262 and head[257:262] == b'ustar'
 
 
+def _to_reference_layout(
+    state_dict: Mapping[str, torch.Tensor], keep_score: bool
+) -> Tuple['OrderedDict[str, torch.Tensor]', str]:
+    """:func:`mmfish.models.converter_layouts.to_reference_layout`, imported late (it imports
+    this module)."""
+    from mmfish.models.converter_layouts import to_reference_layout
+
+    return to_reference_layout(state_dict, require_score=keep_score)
+
+
+def _save_atomically(obj: object, dst: str) -> None:
+    """``torch.save`` to a temporary file beside ``dst``, then rename it: ``dst`` is whole or
+    absent (or, on an error, as it was)."""
+    out_dir = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = os.path.join(out_dir, f'.{os.path.basename(dst)}.{os.getpid()}.tmp')
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def convert_checkpoint(
     src: str,
     dst: str,
@@ -483,25 +507,25 @@ def convert_checkpoint(
 ) -> dict:
     """Convert the reference checkpoint ``src`` and save it to ``dst``.
 
-    Writes ``{'state_dict': ..., 'meta': {'arch', 'source', 'with_score', 'num_classes'}}``
-    with :func:`torch.save`, loadable by ``FishNet(arch=..., init_cfg=dict(type='Pretrained',
-    checkpoint=dst))``.
+    Reads any layout of :mod:`mmfish.models.converter_layouts`. Writes ``{'state_dict': ...,
+    'meta': {'arch', 'layout', 'source', 'with_score', 'num_classes'}}`` with :func:`torch.save`
+    to a temporary file then renamed to ``dst`` (on any error ``dst`` is left as it was),
+    loadable by ``FishNet(arch=..., init_cfg=dict(type='Pretrained', checkpoint=dst))``.
 
     Returns:
         The ``meta`` dict written.
     """
-    source = load_reference_checkpoint(src)
+    source, layout = _to_reference_layout(load_reference_checkpoint(src), keep_score)
     converted = convert(source, keep_score=keep_score, arch=arch)
     detected = arch or detect_arch(source)
     meta = dict(
         arch=detected,
+        layout=layout,
         source=os.path.basename(src),
         with_score=keep_score,
         num_classes=int(converted['score.fc.weight'].shape[0]) if keep_score else None,
     )
-    out_dir = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(out_dir, exist_ok=True)
-    torch.save({'state_dict': converted, 'meta': meta}, dst)
+    _save_atomically({'state_dict': converted, 'meta': meta}, dst)
     return meta
 
 

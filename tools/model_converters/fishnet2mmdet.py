@@ -1,4 +1,9 @@
-"""Convert an authors' FishNet checkpoint (github kevin-ssy/FishNet) for mmfish / MMDetection.
+"""Convert FishNet ImageNet weights for mmfish / MMDetection.
+
+Reads the authors' checkpoints (github kevin-ssy/FishNet: the plain ``fishnet99/150/201_ckpt.tar``
+and the "well-trained" ``fishnet150_ckpt_welltrained.tar``) and pytorchcv's FishNet state dicts
+(``fishnet99`` / ``fishnet150``, saved with ``torch.save(net.state_dict(), path)``); the layout is
+detected from the key names and printed.
 
 Example::
 
@@ -11,9 +16,11 @@ then, in a config::
                   init_cfg=dict(type='Pretrained',
                                 checkpoint='checkpoints/fishnet150_in1k_mmfish.pth'))
 
-The variant is told from the checkpoint. The ImageNet score head is dropped by default (a
-detector does not use it); ``--keep-score`` keeps it as ``score.*`` for
-``FishNet(num_classes=1000)``. The mapping lives in :mod:`mmfish.models.fishnet_converter`.
+The variant is told from the checkpoint; ``--arch`` makes a file of another variant an error.
+The ImageNet score head is dropped by default (a detector does not use it); ``--keep-score``
+keeps it as ``score.*`` for ``FishNet(num_classes=1000)``. The mapping lives in
+:mod:`mmfish.models.fishnet_converter` and :mod:`mmfish.models.converter_layouts`. On any error
+nothing is written.
 """
 
 import argparse
@@ -22,6 +29,7 @@ from collections import OrderedDict
 
 import torch
 
+from mmfish.models.converter_layouts import describe_layout
 from mmfish.models.fishnet_converter import (
     ARCHS,
     FishNetConversionError,
@@ -31,7 +39,7 @@ from mmfish.models.fishnet_converter import convert as _convert
 
 
 def convert(state_dict: 'OrderedDict[str, torch.Tensor]') -> 'OrderedDict[str, torch.Tensor]':
-    """Map a reference FishNet state dict onto mmfish names (score head dropped).
+    """Map a FishNet state dict (any supported layout) onto mmfish names (score head dropped).
 
     Same as :func:`mmfish.models.fishnet_converter.convert` with its defaults, in the shape of
     mmdet's converters.
@@ -42,10 +50,13 @@ def convert(state_dict: 'OrderedDict[str, torch.Tensor]') -> 'OrderedDict[str, t
 def parse_args() -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
-        description='Convert a reference FishNet checkpoint (fishnet99/150/201_ckpt.tar) to '
-        'mmfish FishNet names.'
+        description="Convert FishNet ImageNet weights (the authors' fishnet99/150/201_ckpt.tar, "
+        'fishnet150_ckpt_welltrained.tar, or a pytorchcv fishnet99/150 state dict) to mmfish '
+        'FishNet names.'
     )
-    parser.add_argument('src', help='reference checkpoint (state_dict with or without "module.")')
+    parser.add_argument(
+        'src', help='checkpoint or state dict (reference, well-trained or pytorchcv layout)'
+    )
     parser.add_argument('dst', help='output file, loadable by FishNet init_cfg Pretrained')
     score = parser.add_mutually_exclusive_group()
     score.add_argument(
@@ -80,7 +91,10 @@ def main() -> None:
         if meta['with_score']
         else ('without score head')
     )
-    print(f'Converted {args.src} ({meta["arch"]}) to {args.dst}, {score}.')
+    print(
+        f'Converted {args.src} ({meta["arch"]}, read in {describe_layout(meta["layout"])}) '
+        f'to {args.dst}, {score}.'
+    )
 
 
 if __name__ == '__main__':

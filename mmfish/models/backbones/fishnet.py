@@ -544,8 +544,8 @@ class FishNet(BaseModule):
             if path and '://' not in path and not os.path.isfile(os.path.expanduser(path)):
                 raise FileNotFoundError(
                     f'FishNet pretrained checkpoint {path!r} not found (cwd: {os.getcwd()}). '
-                    "Convert the authors' ImageNet checkpoint with `python "
-                    'tools/model_converters/fishnet2mmdet.py fishnet150_ckpt.tar '
-                    f'{path}` (README, "ImageNet weights"), or train from scratch with '
-                    '`--cfg-options model.backbone.init_cfg=None`.'
+                    "Convert ImageNet weights (the authors' or pytorchcv's; README, \"ImageNet "
+                    'weights", lists them with their accuracy) with `python '
+                    f'tools/model_converters/fishnet2mmdet.py SOURCE {path}`, or train from '
+                    'scratch with `--cfg-options model.backbone.init_cfg=None`.'
                 )
