@@ -281,7 +281,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--gpus',
         type=int,
-        default=int(os.environ.get('GPUS', 8)),
+        default=os.environ.get('GPUS', '8'),
         help='processes (GPUs) per run: dist_*.sh GPUS, slurm_*.sh GPUS= (default: $GPUS or 8)',
     )
     parser.add_argument(
@@ -290,7 +290,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='Slurm partition, needed by --launcher slurm (default: $PARTITION)',
     )
     parser.add_argument(
-        '--job-prefix', default='coco_', help='Slurm job names: PREFIX<config name>'
+        '--job-prefix',
+        default='coco_',
+        help='Slurm job names: PREFIX<config name> (default: coco_)',
     )
     parser.add_argument(
         '--work-root',
@@ -308,9 +310,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--train-args',
         default='',
-        help='extra tools/train.py arguments, one string (e.g. "--auto-scale-lr --amp")',
+        help='extra tools/train.py arguments, one string, given with "=" as it starts with a '
+        'dash: --train-args="--auto-scale-lr --amp"',
     )
-    parser.add_argument('--test-args', default='', help='extra tools/test.py arguments, one string')
+    parser.add_argument(
+        '--test-args', default='', help='extra tools/test.py arguments: --test-args="--tta"'
+    )
     parser.add_argument(
         '--cfg-options',
         nargs='+',
