@@ -271,6 +271,18 @@ def test_each_figure_lands_in_its_column(tmp_path) -> None:
     assert fishnet_run.notes == [] and runs[1].notes == []
 
 
+def test_a_config_that_does_not_load_is_a_note(tmp_path) -> None:
+    work_dir = _fake_work_dir(
+        tmp_path, 'broken', 'configs/mask_rcnn_fishnet150_fpn_1x_coco.py', [0.1] * 6, [0.2] * 6
+    )
+    with open(osp.join(work_dir, 'broken.py'), 'w') as f:
+        f.write("_base_ = 'no_such_base.py'\n")
+    (result,) = collect_results.collect([work_dir], flops_shape=None)
+    assert result.metrics['bbox_mAP'] == 0.1 and result.s_per_iter == 2.0
+    assert result.params is None and result.detector is None
+    assert len(result.notes) == 1 and 'did not load' in result.notes[0]
+
+
 def _run(name: str, detector: str, backbone: dict, box: float, mask: float = None):
     label, kind, arch, depth = collect_results.describe_backbone(backbone)
     metrics = {'bbox_mAP': box, **({'segm_mAP': mask} if mask is not None else {})}

@@ -251,6 +251,23 @@ def model_figures(
 
 
 # ------------------------------------------------------------------------------------ one run
+def describe_model(result: RunResult, config: str, flops_shape: Optional[Tuple[int, int]]) -> None:
+    """Detector, backbone, parameters and FLOPs from the config dump; a failure is a note."""
+    try:
+        cfg = Config.fromfile(config)
+        model_cfg = cfg.model
+    except Exception as e:  # an unreadable config must not hide the logged figures
+        result.notes.append(f'config dump {config} did not load: {e}')
+        return
+    result.detector = str(model_cfg.get('type', '?')).split('.')[-1]
+    label, kind, arch, depth = describe_backbone(model_cfg.get('backbone', {}))
+    result.backbone, result.backbone_type, result.arch, result.depth = label, kind, arch, depth
+    try:
+        result.params, result.gflops = model_figures(cfg, flops_shape)
+    except Exception as e:  # a model that no longer builds must not hide the other figures
+        result.notes.append(f'model did not build from {config}: {e}')
+
+
 def collect_run(path: str, flops_shape: Optional[Tuple[int, int]]) -> RunResult:
     """Every figure of one work dir; what cannot be read becomes a note."""
     files = find_work_dir_files(path)
@@ -261,14 +278,7 @@ def collect_run(path: str, flops_shape: Optional[Tuple[int, int]]) -> RunResult:
             'no config dump in the work dir: detector, parameters and FLOPs unknown'
         )
     else:
-        cfg = Config.fromfile(files.config)
-        result.detector = str(cfg.model.get('type', '?')).split('.')[-1]
-        label, kind, arch, depth = describe_backbone(cfg.model.get('backbone', {}))
-        result.backbone, result.backbone_type, result.arch, result.depth = label, kind, arch, depth
-        try:
-            result.params, result.gflops = model_figures(cfg, flops_shape)
-        except Exception as e:  # a model that no longer builds must not hide the other figures
-            result.notes.append(f'model did not build from {files.config}: {e}')
+        describe_model(result, files.config, flops_shape)
 
     tests_with_metrics = []
     for output in files.test_outputs:
@@ -379,10 +389,11 @@ def markdown(
     ]
     for r in results:
         aps = [ap_cell(r.metrics.get(f'{t}_{m}')) for t in TASKS for m in METRICS]
+        notes = '; '.join(r.notes).replace('|', '\\|')  # a '|' would end the cell
         lines.append(
             f'| {r.name} | {DETECTOR_NAMES.get(r.detector, r.detector or "-")} '
             f'| {r.backbone or "-"} | {" | ".join(aps)} | {fmt(r.params, ".2f", 1e-6)} '
-            f'| {fmt(r.gflops, ".1f")} | {fmt(r.s_per_iter, ".3f")} | {"; ".join(r.notes)} |'
+            f'| {fmt(r.gflops, ".1f")} | {fmt(r.s_per_iter, ".3f")} | {notes} |'
         )
     fishnets = [r for r in results if r.is_fishnet]
     if fishnets:
