@@ -445,6 +445,8 @@ def _without_scope(value):
 def test_baseline_configs_are_mmdets_with_mmfish_imported(ours: str, mmdets: str) -> None:
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'baselines', f'{ours}.py')).to_dict()
     assert cfg.pop('custom_imports') == dict(imports=['mmfish'], allow_failed_imports=False)
+    # The FishNet configs' gradient clipping, so that the runs differ in the backbone alone.
+    assert cfg['optim_wrapper'].pop('clip_grad') == dict(max_norm=35, norm_type=2)
     # an mmdet:: base marks its dicts with _scope_='mmdet'; otherwise the configs are equal
     assert _without_scope(cfg) == get_config(f'mmdet::{mmdets}.py').to_dict()
     assert cfg['model']['backbone']['type'] == 'ResNet' and cfg['model']['backbone']['depth'] == 50
