@@ -45,6 +45,7 @@ def photo(tmp_path) -> str:
     image[30:70, 20:60] = (250, 240, 30)
     path = str(tmp_path / 'photo.png')
     mmcv.imwrite(image[..., ::-1], path)
+    mmcv.imwrite(image[::-1].copy(), str(tmp_path / 'photo_flipped.png'))
     return path
 
 
@@ -84,6 +85,8 @@ def test_gradient_flow_normalises_by_the_output(gradient_flow):
     torch.manual_seed(0)
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([3, 7])
     result = gradient_flow.measure(probe, images, labels)
+    # train mode throughout: mmdet's ResNet would otherwise keep its norms frozen (norm_eval)
+    assert all(m.training for m in probe.model.modules())
     stage4 = result['features'][0]
     # the recorded gradient is that of the loss with respect to stage 4's output
     probe.model.zero_grad()
@@ -102,14 +105,25 @@ def test_gradient_flow_reads_images_and_a_checkpoint(gradient_flow, photo, tmp_p
     out = tmp_path / 'flow'
     results = gradient_flow.run(
         gradient_flow.parse_args(
-            ['--models', 'fishnet99', '--shape', '32', '--batch', '2', '--out-dir', str(out),
-             '--images', osp.dirname(photo),
-             '--checkpoint', f'fishnet99={tmp_path / "detector.pth"}']
+            [
+                '--models',
+                'fishnet99',
+                '--shape',
+                '32',
+                '--batch',
+                '2',
+                '--out-dir',
+                str(out),
+                '--images',
+                osp.dirname(photo),
+                '--checkpoint',
+                f'fishnet99={tmp_path / "detector.pth"}',
+            ]
         )  # fmt: skip
     )
     assert results['fishnet99']['loaded']['loaded'] == len(weights)
     summary = json.loads((out / 'gradient_flow.json').read_text())
-    assert summary['batch'] == 1 and 'photo.png' in summary['input']
+    assert summary['batch'] == 2 and "'photo.png', 'photo_flipped.png'" in summary['input']
 
 
 @pytest.mark.parametrize(
@@ -127,8 +141,9 @@ def test_gradient_flow_bad_input(gradient_flow, tmp_path, argv, message):
         gradient_flow.main(['--shape', '32', '--batch', '2', '--out-dir', str(tmp_path), *argv])
 
 
-def test_gradient_flow_unreadable_image(gradient_flow, tmp_path):
+def test_gradient_flow_unreadable_image(gradient_flow, photo, tmp_path):
     (tmp_path / 'images').mkdir()
+    (tmp_path / 'images' / 'a.png').write_bytes(open(photo, 'rb').read())
     (tmp_path / 'images' / 'broken.jpg').write_text('not a picture')
     with pytest.raises(SystemExit, match=r'broken\.jpg: cannot be read as an image'):
         gradient_flow.main(
@@ -199,7 +214,7 @@ def test_feature_maps_with_a_detector_config_and_checkpoint(feature_maps, photo,
 @pytest.mark.parametrize(
     'make_argv, message',
     [
-        (lambda d, p: [p, '--arch', 'fishnet42'], "unknown FishNet variant.*fishnet150"),
+        (lambda d, p: [p, '--arch', 'fishnet42'], 'unknown FishNet variant.*fishnet150'),
         (lambda d, p: [str(d / 'missing.jpg'), '--arch', 'fishnet99'], 'no such image file'),
         (lambda d, p: [str(d / 'broken.jpg'), '--arch', 'fishnet99'], 'cannot be read as an'),
         (lambda d, p: [p, '--config', str(d / 'resnet_cfg.py')], "'ResNet', not FishNet"),
@@ -208,6 +223,8 @@ def test_feature_maps_with_a_detector_config_and_checkpoint(feature_maps, photo,
 )
 def test_feature_maps_bad_input(feature_maps, photo, tmp_path, make_argv, message):
     (tmp_path / 'broken.jpg').write_text('not a picture')
-    (tmp_path / 'resnet_cfg.py').write_text("model = dict(backbone=dict(type='ResNet', depth=50))\n")
+    (tmp_path / 'resnet_cfg.py').write_text(
+        "model = dict(backbone=dict(type='ResNet', depth=50))\n"
+    )
     with pytest.raises(SystemExit, match=message):
         feature_maps.main([*make_argv(tmp_path, photo), '--out-dir', str(tmp_path / 'out')])

@@ -15,9 +15,9 @@ Writes ``DIR/feature_maps.png`` (``.jpg`` with ``--format jpg``) and ``DIR/featu
 
 Example (the README's picture, a randomly initialised FishNet-150)::
 
-    python tools/analysis_tools/feature_maps.py \\
-        $(python -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg'))") \\
-        --arch fishnet150 --out-dir work_dirs/feature_maps
+    IMG=$(python -c 'import matplotlib as m; print(m.get_data_path())')/sample_data/grace_hopper.jpg
+    python tools/analysis_tools/feature_maps.py $IMG --arch fishnet150 --out-dir work_dirs/maps \\
+        --format jpg
 """
 
 import argparse
@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmfish.models import FishNet
 
@@ -113,7 +114,7 @@ def load_backbone_weights(model: nn.Module, path: str) -> int:
     if not matched:
         raise ValueError(
             f'--checkpoint {path}: none of its keys (e.g. {sorted(state)[:3]}) is a FishNet key '
-            f'(e.g. {sorted(own)[:3]}): convert an authors\' file with '
+            f"(e.g. {sorted(own)[:3]}): convert an authors' file with "
             'tools/model_converters/fishnet2mmdet.py, or pass a detector checkpoint'
         )
     result = model.load_state_dict(state, strict=False)
@@ -171,8 +172,10 @@ def draw(
                 fig.delaxes(ax)
                 continue
             index = indices[col]
+            # nearest up-sampling to the image: each cell of the feature's grid stays visible
+            featmap = F.interpolate(features[index][None], size=(h, w), mode='nearest')[0]
             drawn = Visualizer.draw_featmap(
-                features[index], overlaid_image=image, channel_reduction=reduction, alpha=0.5
+                featmap, overlaid_image=image, channel_reduction=reduction, alpha=0.5
             )
             ax.imshow(drawn)
             ax.set_title(panel_title(index, feature_info[index]), fontsize=8)
@@ -202,8 +205,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="draw_featmap's channel_reduction: mean over channels, or the channel with the "
         'largest mean (default: squeeze_mean)',
     )
-    parser.add_argument('--format', choices=('png', 'jpg'), default='png')
-    parser.add_argument('--dpi', type=int, default=80)
+    parser.add_argument(
+        '--format', choices=('png', 'jpg'), default='png', help='picture format (default: png)'
+    )
+    parser.add_argument('--dpi', type=int, default=80, help='picture resolution (default: 80)')
     parser.add_argument('--seed', type=int, default=0, help='initialisation (default: 0)')
     return parser.parse_args(argv)
 
@@ -241,7 +246,10 @@ def run(args: argparse.Namespace) -> dict:
     fig = draw(features, model.feature_info, resized, args.reduction, title)
     os.makedirs(args.out_dir, exist_ok=True)
     picture = osp.join(args.out_dir, f'feature_maps.{args.format}')
-    fig.savefig(picture, dpi=args.dpi)
+    # JPEG quality 85: the overlays are photographs, a PNG of them is several times larger.
+    fig.savefig(
+        picture, dpi=args.dpi, pil_kwargs=dict(quality=85) if args.format == 'jpg' else None
+    )
     panels = [
         dict(
             index=i,

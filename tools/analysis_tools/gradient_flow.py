@@ -13,7 +13,8 @@ Method, for every model named by ``--models``:
   ``--checkpoint``). Weights: each model's own initialisation after ``torch.manual_seed(seed)``
   (FishNet: the reference's; ResNet: mmdet's, with ``zero_init_residual=False`` so that its
   residual branches do not start at zero and the comparison is of the architectures, not of an
-  initialisation trick), or a checkpoint;
+  initialisation trick, and ``norm_eval=False``, mmdet's default being frozen norm statistics
+  for fine-tuning), or a checkpoint;
 - one batch: ``--batch`` images of ``--shape`` x ``--shape``, standard-normal noise (seeded), or
   the first images of ``--images DIR`` in name order, resized, with ImageNet's mean and std;
   labels drawn at random (seeded); cross-entropy; one backward in train mode (norms use the
@@ -39,6 +40,7 @@ Example (the README's picture)::
 
 import argparse
 import json
+import logging
 import math
 import os
 import os.path as osp
@@ -48,6 +50,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import MMLogger
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fish_blocks import PreActBottleneck
@@ -74,7 +77,9 @@ class ResNetClassifier(nn.Module):
         super().__init__()
         from mmdet.models.backbones import ResNet
 
-        self.backbone = ResNet(depth, out_indices=(3,), zero_init_residual=False)
+        # mmdet's ResNet defaults to norm_eval=True (frozen statistics, for fine-tuning): a
+        # classifier trained from these weights uses the batch's statistics.
+        self.backbone = ResNet(depth, out_indices=(3,), zero_init_residual=False, norm_eval=False)
         self.backbone.init_weights()
         self.fc = nn.Linear(self.backbone.feat_dim, num_classes)
 
@@ -192,6 +197,11 @@ def load_images(directory: str, batch: int, shape: int) -> Tuple[torch.Tensor, L
     names = sorted(n for n in os.listdir(directory) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise ValueError(f'--images {directory}: no image files ({", ".join(IMAGE_EXTENSIONS)})')
+    if len(names) < 2:
+        raise ValueError(
+            f'--images {directory}: {len(names)} image; the batch needs at least 2 (train-mode '
+            'batch norm)'
+        )
     names = names[:batch]
     images = []
     for name in names:
@@ -263,7 +273,7 @@ def measure(probe: Probe, images: torch.Tensor, labels: torch.Tensor) -> dict:
         block_rows.append(dict(name=names[block], position=position, grad_norm=norm))
     return dict(
         params=sum(p.numel() for p in probe.model.parameters()),
-        loss=float(loss),
+        loss=loss.item(),
         features=normalise(feature_rows),
         blocks=normalise(block_rows),
     )
@@ -287,7 +297,7 @@ def plot(results: Dict[str, dict], path: str, title: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = (
-        ('features', "stage features: |dL/dF| / |dL/dF| at the output"),
+        ('features', 'stage features: |dL/dF| / |dL/dF| at the output'),
         ('blocks', "residual blocks' weights: |dL/dW| / that of the last block"),
     )
     for ax, (key, label) in zip(axes, panels):
@@ -362,6 +372,7 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
     if args.batch < 2:
         raise ValueError(f'--batch {args.batch}: use at least 2 (train-mode batch norm)')
     checkpoints = parse_checkpoints(args.checkpoint, args.models)
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # init_weights logs every tensor
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -398,7 +409,7 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
         input=source,
         labels=f'uniform over {NUM_CLASSES} classes, seed {args.seed}',
         loss='cross-entropy, mean over the batch; one backward in train mode',
-        grad_norm='L2 norm over the whole batch (features) or all of a block\'s parameters',
+        grad_norm="L2 norm over the whole batch (features) or all of a block's parameters",
         normalisation='features by the output feature; blocks by the last block run',
         order='rows from the output back to the stem; depth = forward position / (n - 1)',
         torch=torch.__version__,

@@ -404,7 +404,7 @@ class FishNet(BaseModule):
             ):
                 raise ValueError(
                     f'arch[{key!r}] must be a positive int'
-                    + (' or None (FishNet\'s width)' if key == 'group_width' else '')
+                    + (" or None (FishNet's width)" if key == 'group_width' else '')
                     + f', got {value!r}'
                 )
         for key, value in parsed.items():
