@@ -126,6 +126,26 @@ def test_gradient_flow_reads_images_and_a_checkpoint(gradient_flow, photo, tmp_p
     assert summary['batch'] == 2 and "'photo.png', 'photo_flipped.png'" in summary['input']
 
 
+def test_gradient_flow_loads_a_torchvision_layout_resnet(gradient_flow, tmp_path):
+    torch.manual_seed(3)
+    source = gradient_flow.Probe('resnet18')
+    # torchvision's names: conv1, bn1, layer1.0.conv1, ..., fc (no 'backbone.' prefix)
+    state = {k.replace('backbone.', '', 1): v for k, v in source.model.state_dict().items()}
+    assert 'fc.weight' in state and 'layer1.0.bn1.weight' in state
+    torch.save(state, tmp_path / 'resnet18.pth')
+    torch.manual_seed(4)
+    probe = gradient_flow.Probe('resnet18')
+    assert probe.load(str(tmp_path / 'resnet18.pth')) == dict(loaded=len(state), missing=0)
+    for key, value in probe.model.state_dict().items():
+        torch.testing.assert_close(value, source.model.state_dict()[key])
+
+
+def test_gradient_flow_rejects_a_foreign_checkpoint(gradient_flow, tmp_path):
+    torch.save({'encoder.weight': torch.zeros(2)}, tmp_path / 'other.pth')
+    with pytest.raises(ValueError, match='none of its 1 keys.*is a fishnet99 key'):
+        gradient_flow.Probe('fishnet99').load(str(tmp_path / 'other.pth'))
+
+
 @pytest.mark.parametrize(
     'argv, message',
     [
