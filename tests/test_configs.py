@@ -24,6 +24,8 @@ CONFIGS = sorted(
     if '_base_' not in p and not p.startswith(BASELINES)
 )
 COCO_CONFIGS = [c for c in CONFIGS if c.endswith('_coco.py')]
+# Variants of which no ImageNet checkpoint exists (README, "FishNeXt").
+NO_IMAGENET_WEIGHTS = ('fishnext150',)
 
 register_all_modules()
 
@@ -51,7 +53,7 @@ def test_config_builds_with_neck_fed_by_the_backbone(config):
     assert list(cfg.model.neck.in_channels) == list(model.backbone.out_channels)
     arch = osp.basename(config).split('_')[2]
     assert model.backbone.arch == {
-        **FishNet._parse_arch(arch if arch.startswith('fishnet') else 'fishnet99')
+        **FishNet._parse_arch(arch if arch in FishNet.arch_settings else 'fishnet99')
     }
 
 
@@ -61,9 +63,15 @@ def test_coco_configs_follow_the_1x_recipe(config):
     arch = osp.basename(config).split('_')[2]
     assert cfg.model.backbone.arch == arch
     init = cfg.model.backbone.init_cfg
-    # FishNet-150 starts from the strongest published ImageNet weights (README, "ImageNet weights").
-    source = 'fishnet150_pytorchcv' if arch == 'fishnet150' else arch
-    assert init.type == 'Pretrained' and init.checkpoint == f'checkpoints/{source}_in1k_mmfish.pth'
+    if arch in NO_IMAGENET_WEIGHTS:  # trains from scratch: nothing frozen, norms in train mode
+        assert init is None
+        assert cfg.model.backbone.frozen_stages == -1 and not cfg.model.backbone.norm_eval
+    else:
+        # FishNet-150 starts from the strongest published ImageNet weights (README, "ImageNet
+        # weights").
+        source = 'fishnet150_pytorchcv' if arch == 'fishnet150' else arch
+        assert init.type == 'Pretrained'
+        assert init.checkpoint == f'checkpoints/{source}_in1k_mmfish.pth'
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
     assert cfg.train_cfg.max_epochs == 12
     assert cfg.auto_scale_lr.base_batch_size == 16

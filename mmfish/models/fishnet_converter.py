@@ -205,7 +205,8 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     """The variant (``'fishnet99'``, ...) of a reference state dict, from its block counts."""
     mapped = [map_key(key) for key in strip_module_prefix(state_dict)]
     counts = block_counts(key for key in mapped if key is not None)
-    for arch, settings in _arch_settings().items():
+    for arch in ARCHS:  # the authors' variants only (FishNeXt-150 has FishNet-150's counts)
+        settings = _arch_settings()[arch]
         if all(counts[name] == settings[name] for name in counts):
             return arch
     raise NotFishNetCheckpointError(

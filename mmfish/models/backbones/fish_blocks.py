@@ -8,7 +8,7 @@ normalised. Names follow the paper: a stage has ``blocks`` (its trunk), an optio
 channel-wise reduction r(x), the head's down-sampling uses a 2x2 max pool and no convolution.
 """
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -106,8 +106,9 @@ def channel_reduction(x: torch.Tensor, k: int) -> torch.Tensor:
 class PreActBottleneck(BaseModule):
     """Pre-activation bottleneck: (norm-ReLU-conv) x 3 plus a shortcut, nothing after the add.
 
-    The middle 3x3 convolution works on ``out_channels // 4`` channels. The shortcut is, by
-    ``shortcut``:
+    The middle 3x3 convolution works on ``mid_channels`` channels: ``out_channels // 4`` in
+    FishNet; in FishNeXt it is ``groups`` x a group width and the 3x3 convolution is grouped
+    (ResNeXt's "aggregated transformations"). The shortcut is, by ``shortcut``:
 
     - ``'auto'``: identity when the channels match, else norm-ReLU-conv1x1 (a projection);
     - ``'reduction'``: the channel-wise reduction r(x) summing ``in_channels // out_channels``
@@ -119,6 +120,9 @@ class PreActBottleneck(BaseModule):
         out_channels: Output channels.
         dilation: Dilation (and padding) of the 3x3 convolution.
         shortcut: ``'auto'`` or ``'reduction'``.
+        mid_channels: Channels of the bottleneck (the 3x3 convolution); None is
+            ``out_channels // 4``, FishNet's.
+        groups: Groups of the 3x3 convolution; they must divide ``mid_channels``.
         norm_cfg: Norm layer config.
         conv_cfg: Conv layer config (None: ``nn.Conv2d``).
         with_cp: Gradient checkpointing: recompute the block in backward to save memory.
@@ -130,6 +134,8 @@ class PreActBottleneck(BaseModule):
         out_channels: int,
         dilation: int = 1,
         shortcut: str = 'auto',
+        mid_channels: Optional[int] = None,
+        groups: int = 1,
         norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
         conv_cfg: OptConfigType = None,
         with_cp: bool = False,
@@ -143,7 +149,14 @@ class PreActBottleneck(BaseModule):
                 f'channel reduction needs in_channels ({in_channels}) to be a multiple of '
                 f'out_channels ({out_channels})'
             )
-        mid_channels = out_channels // 4
+        if mid_channels is None:
+            mid_channels = out_channels // 4
+        if groups < 1 or mid_channels % groups != 0:
+            raise ValueError(
+                f'a grouped bottleneck needs groups ({groups}) to divide its width '
+                f'({mid_channels} channels): in a FishNet arch dict, set group_width too '
+                '(the width is then groups x group_width x stride / 4), or choose other groups'
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.with_cp = with_cp
@@ -159,6 +172,7 @@ class PreActBottleneck(BaseModule):
             3,
             padding=dilation,
             dilation=dilation,
+            groups=groups,
             bias=False,
         )
         self.norm3 = build_norm(norm_cfg, mid_channels)
@@ -308,6 +322,9 @@ class BodyStage(BaseModule):
     ``out = cat(upsample(blocks(x)), transfer(lateral))``. The first of ``blocks`` shortens its
     shortcut by channel-wise reduction (k = in_channels // out_channels); the 3x3 convolutions
     of ``blocks`` are dilated, the transfer blocks are not. Up-sampling is nearest x2.
+    ``blocks`` work at the input's resolution, ``transfer`` at twice it: their bottleneck widths
+    (``mid_channels``, ``transfer_mid_channels``; None is FishNet's ``out_channels // 4``) are
+    set apart, for FishNeXt, whose group width follows the resolution.
     """
 
     def __init__(
@@ -318,6 +335,8 @@ class BodyStage(BaseModule):
         num_blocks: int,
         num_transfer_blocks: int,
         dilation: int,
+        mid_channels: Optional[int] = None,
+        transfer_mid_channels: Optional[int] = None,
         **block_kwargs,
     ) -> None:
         super().__init__()
@@ -327,10 +346,15 @@ class BodyStage(BaseModule):
             num_blocks,
             dilation=dilation,
             first_shortcut='reduction',
+            mid_channels=mid_channels,
             **block_kwargs,
         )
         self.transfer = make_blocks(
-            lateral_channels, lateral_channels, num_transfer_blocks, **block_kwargs
+            lateral_channels,
+            lateral_channels,
+            num_transfer_blocks,
+            mid_channels=transfer_mid_channels,
+            **block_kwargs,
         )
         self.upsample = nn.Upsample(scale_factor=2, mode='nearest')
         self.out_channels = out_channels + lateral_channels
@@ -344,6 +368,8 @@ class HeadStage(BaseModule):
 
     ``out = cat(pool(blocks(x)), transfer(lateral))`` with a 2x2 max pool: no convolution
     between resolutions and no channel reduction, so features of every depth reach the output.
+    ``blocks`` work at the input's resolution, ``transfer`` at half it, each with its own
+    bottleneck width (``mid_channels``, ``transfer_mid_channels``; None: ``out_channels // 4``).
     """
 
     def __init__(
@@ -353,12 +379,20 @@ class HeadStage(BaseModule):
         lateral_channels: int,
         num_blocks: int,
         num_transfer_blocks: int,
+        mid_channels: Optional[int] = None,
+        transfer_mid_channels: Optional[int] = None,
         **block_kwargs,
     ) -> None:
         super().__init__()
-        self.blocks = make_blocks(in_channels, out_channels, num_blocks, **block_kwargs)
+        self.blocks = make_blocks(
+            in_channels, out_channels, num_blocks, mid_channels=mid_channels, **block_kwargs
+        )
         self.transfer = make_blocks(
-            lateral_channels, lateral_channels, num_transfer_blocks, **block_kwargs
+            lateral_channels,
+            lateral_channels,
+            num_transfer_blocks,
+            mid_channels=transfer_mid_channels,
+            **block_kwargs,
         )
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.out_channels = out_channels + lateral_channels

@@ -74,6 +74,8 @@ _POSITIONAL_OUT_NORM_RE = re.compile(r'^out_norms\.(\d+)\.0\.(\w+)$')
 _REFERENCE_CHANNELS = dict(
     stem_channels=64, tail_channels=(128, 256, 512), body_channels=(512, 384, 256)
 )
+# FishNet's bottlenecks: ungrouped, out_channels // 4 wide. FishNeXt sets both (see arch_settings).
+_PLAIN_BOTTLENECK = dict(groups=1, group_width=None)
 
 
 # Rows of an NHWC -> NCHW copy done at a time on CPU (bytes): about the L2 cache.
@@ -135,7 +137,14 @@ class FishNet(BaseModule):
         arch: ``'fishnet99'``, ``'fishnet150'``, ``'fishnet201'``, or a dict with the block
             counts ``tail_blocks``, ``bridge_blocks``, ``body_blocks``, ``head_blocks``,
             ``body_transfer_blocks``, ``head_transfer_blocks`` (and optionally
-            ``stem_channels``, ``tail_channels``, ``body_channels``).
+            ``stem_channels``, ``tail_channels``, ``body_channels``, and the grouped
+            bottleneck of FishNeXt: ``groups`` and ``group_width``). ``'fishnext150'`` is
+            FishNeXt-150, FishNet-150 with grouped residual blocks (see ``arch_settings``).
+            With ``group_width`` set, every residual block's 3x3 convolution has ``groups``
+            groups of ``group_width * stride // 4`` channels, ``stride`` being the resolution
+            the block works at (4 to 32): a group's width is the same in a stage and doubles
+            from one stage to the next, as in ResNeXt. None (the default) keeps FishNet's
+            bottleneck width, ``out_channels // 4``, with ``groups`` groups (1 by default).
         in_channels: Channels of the input image.
         out_indices: Features to return, by index in the table of the module docstring. The
             default ``(7, 8, 9, 10)`` is the body's last feature and the head's three: strides
@@ -211,6 +220,23 @@ class FishNet(BaseModule):
             body_transfer_blocks=(2, 2, 2),
             head_transfer_blocks=(2, 2, 9),
         ),
+        # FishNeXt-150 (the paper's residual blocks "with identity mapping and grouping",
+        # as ResNeXt; no reference code): FishNet-150's blocks with a grouped 3x3 convolution of
+        # 48 groups, 2 channels per group in the blocks working at stride 4, doubling with each
+        # halving of the resolution (4, 8, 16 at strides 8, 16, 32): bottleneck widths 96, 192,
+        # 384, 768. 48 groups of 2 is the setting that puts the classifier at about 26M
+        # parameters as the paper says (26,750,888 with a 1000-class score head; 32 groups of
+        # 2 give 19.3M, 32 of 3 give 27.6M).
+        'fishnext150': dict(
+            tail_blocks=(2, 4, 8),
+            bridge_blocks=4,
+            body_blocks=(2, 2, 2),
+            head_blocks=(2, 2, 4),
+            body_transfer_blocks=(2, 2, 2),
+            head_transfer_blocks=(2, 2, 4),
+            groups=48,
+            group_width=2,
+        ),
     }
 
     def __init__(
@@ -251,7 +277,10 @@ class FishNet(BaseModule):
         # Build stage by stage, recording each feature's channels and stride as it is made.
         last = NUM_FEATURES - 1 if num_classes is not None else max(self.out_indices)
         arch_cfg = self.arch
-        block_kwargs = dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg, with_cp=with_cp)
+        block_kwargs = dict(
+            norm_cfg=norm_cfg, conv_cfg=conv_cfg, with_cp=with_cp, groups=arch_cfg['groups']
+        )
+        mid = self._mid_channels
         self.feature_info: List[dict] = []
 
         def record(name: str, channels: int, stride: int) -> bool:
@@ -266,13 +295,17 @@ class FishNet(BaseModule):
         for i, (out_ch, n) in enumerate(zip(arch_cfg['tail_channels'], arch_cfg['tail_blocks'])):
             if not building:
                 break
-            self.tail.append(TailStage(channels, out_ch, n, **block_kwargs))
+            self.tail.append(
+                TailStage(channels, out_ch, n, mid_channels=mid(stride), **block_kwargs)
+            )
             channels, stride = out_ch, stride * 2
             building = record(f'tail.{i}', channels, stride)
 
         self.bridge = None
         if building:
-            self.bridge = Bridge(channels, arch_cfg['bridge_blocks'], **block_kwargs)
+            self.bridge = Bridge(
+                channels, arch_cfg['bridge_blocks'], mid_channels=mid(stride), **block_kwargs
+            )
             building = record('bridge', channels, stride)
 
         self.body = nn.ModuleList()
@@ -285,7 +318,15 @@ class FishNet(BaseModule):
                 break
             lateral = self.feature_info[BODY_TRANSFER_SOURCES[i]]
             stage = BodyStage(
-                channels, out_ch, lateral['channels'], n, n_transfer, dilation=2**i, **block_kwargs
+                channels,
+                out_ch,
+                lateral['channels'],
+                n,
+                n_transfer,
+                dilation=2**i,
+                mid_channels=mid(stride),
+                transfer_mid_channels=mid(lateral['stride']),
+                **block_kwargs,
             )
             self.body.append(stage)
             channels, stride = stage.out_channels, stride // 2
@@ -300,7 +341,14 @@ class FishNet(BaseModule):
                 break
             lateral = self.feature_info[HEAD_TRANSFER_SOURCES[i]]
             stage = HeadStage(
-                channels, channels, lateral['channels'], n, n_transfer, **block_kwargs
+                channels,
+                channels,
+                lateral['channels'],
+                n,
+                n_transfer,
+                mid_channels=mid(stride),
+                transfer_mid_channels=mid(lateral['stride']),
+                **block_kwargs,
             )
             self.head.append(stage)
             channels, stride = stage.out_channels, stride * 2
@@ -339,19 +387,29 @@ class FishNet(BaseModule):
                     f'Unknown FishNet arch {arch!r}: valid are {sorted(cls.arch_settings)}, '
                     'or a dict of block counts.'
                 )
-            return {**_REFERENCE_CHANNELS, **cls.arch_settings[arch]}
+            return {**_REFERENCE_CHANNELS, **_PLAIN_BOTTLENECK, **cls.arch_settings[arch]}
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
         required = set(cls.arch_settings['fishnet150'])
-        valid = required | set(_REFERENCE_CHANNELS)
-        unknown, missing = set(arch) - valid, required - set(arch)
+        optional = set(_REFERENCE_CHANNELS) | set(_PLAIN_BOTTLENECK)
+        unknown, missing = set(arch) - required - optional, required - set(arch)
         if unknown or missing:
             raise KeyError(
                 f'A custom FishNet arch needs the keys {sorted(required)} and may set '
-                f'{sorted(_REFERENCE_CHANNELS)}; unknown: {sorted(unknown)}, '
+                f'{sorted(optional)}; unknown: {sorted(unknown)}, '
                 f'missing: {sorted(missing)}.'
             )
-        parsed = {**_REFERENCE_CHANNELS, **arch}
+        parsed = {**_REFERENCE_CHANNELS, **_PLAIN_BOTTLENECK, **arch}
+        for key in _PLAIN_BOTTLENECK:
+            value = parsed.pop(key)
+            if not (value is None and key == 'group_width') and not (
+                isinstance(value, int) and not isinstance(value, bool) and value > 0
+            ):
+                raise ValueError(
+                    f'arch[{key!r}] must be a positive int'
+                    + (" or None (FishNet's width)" if key == 'group_width' else '')
+                    + f', got {value!r}'
+                )
         for key, value in parsed.items():
             values = (value,) if key in ('stem_channels', 'bridge_blocks') else value
             if (
@@ -376,7 +434,14 @@ class FishNet(BaseModule):
                     'channels (channel-wise reduction)'
                 )
             in_ch = out_ch + lateral[i]
+        parsed.update(groups=arch.get('groups', 1), group_width=arch.get('group_width'))
         return parsed
+
+    def _mid_channels(self, stride: int) -> Optional[int]:
+        """Bottleneck width of the residual blocks working at ``stride``; None: FishNet's."""
+        if self.arch['group_width'] is None:
+            return None
+        return self.arch['groups'] * self.arch['group_width'] * stride // 4
 
     @staticmethod
     def _check_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:
