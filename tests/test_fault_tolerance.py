@@ -39,7 +39,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmfish.utils.data_checks import DataCheckError, check_coco_annotations
+from mmfish.datasets.data_checks import DataCheckError, check_coco_annotations
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_shapes_config.py')

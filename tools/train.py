@@ -16,9 +16,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
-from mmfish.utils.amp import configure_amp
-from mmfish.utils.data_checks import check_coco_annotations
-from mmfish.utils.dist import setup_cpu_distributed
+from mmfish.datasets.data_checks import check_coco_annotations
+from mmfish.engine.optimizers.amp import configure_amp
+from mmfish.engine.runner.dist import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
