@@ -116,7 +116,7 @@ def main() -> None:
             raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out!r}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     if args.amp and not torch.cuda.is_available():
-        # mmcv's CPU ops are fp32-only: bf16 autocast in the backbone and neck (engine/optimizers/amp)
+        # mmcv's CPU ops are fp32-only: bf16 autocast in the backbone and neck (engine.optimizers)
         with cpu_autocast(runner.model, torch.bfloat16):
             runner.test()
     else:
