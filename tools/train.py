@@ -5,6 +5,9 @@
 
 ``--amp`` is bf16 autocast on a CPU (bf16 needs no loss scaling) and fp16 with dynamic loss
 scaling on a GPU, as in mmdet.
+
+Exit status 75: stopped by SIGTERM (preemption) after writing a checkpoint of the last finished
+iteration (mmfish configs, ``FaultTolerantCheckpointHook``); run again with ``--resume``.
 """
 
 import argparse

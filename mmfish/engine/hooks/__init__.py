@@ -1,3 +1,5 @@
 """Training hooks."""
 
-__all__: list = []
+from .checkpoint_hook import PREEMPTED_EXIT_CODE, FaultTolerantCheckpointHook, TrainingPreempted
+
+__all__ = ['PREEMPTED_EXIT_CODE', 'FaultTolerantCheckpointHook', 'TrainingPreempted']
