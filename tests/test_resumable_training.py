@@ -7,6 +7,7 @@ shuffled sampler. A run interrupted after a checkpoint (by an exception, a faile
 SIGTERM) and resumed must end with the uninterrupted run's weights, bit for bit.
 """
 
+import logging
 import os
 import os.path as osp
 import random
@@ -69,6 +70,17 @@ class Interrupt(Hook):
                 os.kill(os.getpid(), signal.SIGTERM)  # handled after the next iteration
             else:
                 raise RuntimeError('interrupted')
+
+
+class _Records(logging.Handler):
+    """Keeps the messages logged at ``level`` and above."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _runner(
@@ -143,8 +155,11 @@ def test_resume_equals_uninterrupted(tmp_path, num_workers: int, saved: str) -> 
     torch.save(ckpt, checkpoint)
     with open(osp.join(work, 'last_checkpoint'), 'w') as f:
         f.write(checkpoint)
-    legacy = _runner(work, f'c{name}', num_workers, resume=True, by_epoch=by_epoch).train()
-    legacy = _weights(legacy)
+    runner = _runner(work, f'c{name}', num_workers, resume=True, by_epoch=by_epoch)
+    warnings = _Records(logging.WARNING)
+    runner.logger.addHandler(warnings)
+    legacy = _weights(runner.train())
+    assert any('holds no random states' in m for m in warnings.messages)
     assert any(not torch.equal(legacy[k], reference[k]) for k in reference)
 
 
