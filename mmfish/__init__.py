@@ -2,15 +2,14 @@
 
 Importing mmfish registers its modules in MMDetection's registries (configs load it with
 ``custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)``) and lets torch >= 2.6
-load mmengine checkpoints safely (see :mod:`mmfish.utils.checkpoint_compat`).
+load mmengine checkpoints safely (see :mod:`mmfish.engine.runner.checkpoint_compat`).
 """
 
-from .utils.checkpoint_compat import allow_mmengine_checkpoints
+from .engine.runner.checkpoint_compat import allow_mmengine_checkpoints
 from .version import __version__
 
 allow_mmengine_checkpoints()
 
-from . import models  # noqa: E402  (registers FishNet in mmdet's MODELS)
-from .utils import amp  # noqa: E402, F401  (registers CPUAmpOptimWrapper)
+from . import engine, models  # noqa: E402  (register FishNet, the hooks, loops, optim wrappers)
 
-__all__ = ['__version__', 'models']
+__all__ = ['__version__', 'engine', 'models']

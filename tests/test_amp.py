@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmfish.utils.amp import CPUAmpOptimWrapper, configure_amp
+from mmfish.engine.optimizers.amp import CPUAmpOptimWrapper, configure_amp
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_shapes_config.py')

@@ -1,11 +1,12 @@
 """Distributed training and testing on CPUs: tools/dist_train.sh and tools/dist_test.sh with gloo.
 
-Without :func:`mmfish.utils.dist.setup_cpu_distributed`, mmengine 0.10.7 fails on a CPU-only torch
-in three places: ``init_dist`` calls ``torch.cuda.set_device`` ("module 'torch._C' has no
-attribute '_cuda_setDevice'"), mmdet's configs ask for NCCL ("Distributed package doesn't have
-NCCL built in"), and the Runner passes ``device_ids=[LOCAL_RANK]`` to DDP, which refuses it for a
-CPU module. torch's SyncBatchNorm raises "SyncBatchNorm expected input tensor to be on GPU ..."
-on CPU, so SyncBN configs train with mmfish's CPUSyncBN there (statistics all-reduced over gloo).
+Without :func:`mmfish.engine.runner.dist.setup_cpu_distributed`, mmengine 0.10.7 fails on a
+CPU-only torch in three places: ``init_dist`` calls ``torch.cuda.set_device`` ("module
+'torch._C' has no attribute '_cuda_setDevice'"), mmdet's configs ask for NCCL ("Distributed
+package doesn't have NCCL built in"), and the Runner passes ``device_ids=[LOCAL_RANK]`` to DDP,
+which refuses it for a CPU module. torch's SyncBatchNorm raises "SyncBatchNorm expected input
+tensor to be on GPU ..." on CPU, so SyncBN configs train with mmfish's CPUSyncBN there
+(statistics all-reduced over gloo).
 """
 
 import glob
@@ -19,7 +20,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-from mmfish.utils.dist import setup_cpu_distributed
+from mmfish.engine.runner.dist import setup_cpu_distributed
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_shapes_config.py')

@@ -1,37 +1,36 @@
-"""Training that survives faults: SIGKILL and resume, bad data, bad backbone arguments.
+"""Training that survives faults: preemption, kills at any moment, bad data, bad arguments.
 
-Resume equality. mmengine 0.10.7 saves model, optimizer, schedulers, message hub and the
-epoch / iteration in a checkpoint, but not the global RNG states of torch, numpy and random: a
-resumed run re-seeds them with ``randomness.seed`` at start-up. The data order survives (mmengine's
-``DefaultSampler`` shuffles with ``seed + epoch``), but everything drawing from a global RNG after
-the resume point differs from an uninterrupted run:
-
-- mmdet's ``RandomSampler`` (RPN anchors, RoIs) calls ``torch.randperm``;
-- mmcv's ``RandomFlip`` calls ``np.random``, whose sequence restarts from the seed: a run resumed
-  at epoch 2 draws epoch 1's flips again.
-
-Measured on the tiny config (24 images, 2 epochs of 12 iterations, killed after 1-2 iterations
-of epoch 2 and resumed; final weights against an uninterrupted run's):
+Exact resume. mmengine 0.10.7 saves model, optimizer, schedulers, message hub and the epoch /
+iteration in a checkpoint, but no random states: a resumed run re-seeds the generators at
+start-up. Measured before mmfish saved them, on the tiny config (killed after 1-2 iterations of
+epoch 2 and resumed; final weights against an uninterrupted run's):
 
 - the demo's random samplers (RPN 256, RoI 128): max abs weight difference 0.10 (359 of 420
   tensors differ); loss of the first resumed iteration 2.54052 against 2.54025;
 - ``RandomFlip(prob=0.5)`` only: max abs difference 1.57; first resumed loss 2.48391 against
-  2.47387; bbox mAP 0.002 against 0.000;
-- neither (``tests/data/tiny_shapes_config.py``: samplers larger than their candidate sets, flip
-  probability 0): bit-identical weights, losses and metrics, which is what the test asserts.
+  2.47387; bbox mAP 0.002 against 0.000.
+
+With ``FaultTolerantCheckpointHook`` and ``ResumableEpochBasedTrainLoop`` the tests below run the
+tiny config with both kinds of randomness (:data:`RANDOM_OPTIONS`) and a shuffled sampler, and
+assert bit-identical weights, losses and metrics against an uninterrupted run: stopped by SIGTERM
+mid-epoch (no data-loading workers), and SIGKILLed at random moments, once inside a checkpoint
+write (two workers, a checkpoint every 5 iterations, only the newest kept).
 """
 
+import functools
 import glob
 import hashlib
 import json
 import os
 import os.path as osp
+import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import cv2
 import numpy as np
@@ -39,7 +38,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmfish.utils.data_checks import DataCheckError, check_coco_annotations
+from mmfish.datasets.data_checks import DataCheckError, check_coco_annotations
+from mmfish.engine.hooks import PREEMPTED_EXIT_CODE
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_shapes_config.py')
@@ -102,55 +102,117 @@ def _output(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout + proc.stderr
 
 
-# ------------------------------------------------------------------------ 1. SIGKILL and resume
+# ---------------------------------------------------------------- 1. preemption and exact resume
+# The demo's randomness on the tiny config: random flips, and RPN / RoI samplers smaller than
+# their candidate sets (they draw with torch.randperm). The sampler shuffles (DefaultSampler).
+RANDOM_OPTIONS = [
+    'train_dataloader.dataset.pipeline.3.prob=0.5',
+    'model.train_cfg.rpn.sampler.num=64',
+    'model.train_cfg.rcnn.sampler.num=32',
+]
+
+
+def _start(
+    work: str, opts: List[str], out_path: str, env: Dict[str, str], *extra: str, config=TINY_CONFIG
+):
+    """Start tools/train.py in a process group of its own (with its data-loading workers)."""
+    cmd = [sys.executable, TRAIN, config, '--work-dir', work, *extra, '--cfg-options', *opts]
+    out = open(out_path, 'w')
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proc.log_file = out
+    return proc
+
+
+def _logs(work: str) -> List[str]:
+    return sorted(glob.glob(osp.join(work, '*', '*.log')))
+
+
+def _iters_logged(work: str, old_logs: Sequence[str] = ()) -> int:
+    """Training iterations done, by the log of the newest run in ``work`` not in ``old_logs``."""
+    logs = [log for log in _logs(work) if log not in old_logs]
+    if not logs:
+        return 0
+    with open(logs[-1]) as f:
+        text = f.read()
+    done = [
+        (int(e) - 1) * ITERS_PER_EPOCH + int(i)
+        for e, i in re.findall(r'Epoch\(train\) \[(\d+)\]\[\s*(\d+)/\d+\]', text)
+    ]
+    return max(done, default=0)
+
+
+def _wait_for(proc: subprocess.Popen, condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert proc.poll() is None, f'training ended before {what}'
+        assert time.monotonic() < deadline, f'{what}: not reached in time'
+        time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen, sig: int) -> int:
+    """Send ``sig`` (SIGKILL: to the whole group, workers included); the exit status."""
+    try:
+        if proc.poll() is None:
+            if sig == signal.SIGKILL:
+                os.killpg(proc.pid, sig)
+            else:
+                os.kill(proc.pid, sig)
+        return proc.wait(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of the run outlives the test
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        proc.log_file.close()
+
+
+def _same_weights(a: str, b: str) -> List[str]:
+    """Names of the tensors that differ between two checkpoints' state dicts."""
+    sa, sb = torch.load(a)['state_dict'], torch.load(b)['state_dict']
+    assert sa.keys() == sb.keys()
+    return [k for k in sa if not torch.equal(sa[k], sb[k])]
+
+
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(
+def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(
     tmp_path, tiny_shapes: str, data_opts: Callable, run_tool: Callable, tool_env: Dict[str, str]
 ) -> None:
-    opts = data_opts(tiny_shapes)
+    opts = data_opts(tiny_shapes) + RANDOM_OPTIONS
 
     # The uninterrupted reference: 2 epochs, then evaluation.
     ref_dir = str(tmp_path / 'ref')
     ref = run_tool('train.py', TINY_CONFIG, '--work-dir', ref_dir, '--cfg-options', *opts)
     assert ref.returncode == 0, _output(ref)[-3000:]
 
-    # The same run, killed with SIGKILL once epoch 1's checkpoint exists and epoch 2 is running.
-    work = str(tmp_path / 'killed')
-    cmd = [sys.executable, TRAIN, TINY_CONFIG, '--work-dir', work, '--cfg-options', *opts]
-    with open(tmp_path / 'killed.out', 'w') as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=tool_env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 600
-            while True:
-                assert proc.poll() is None, 'training ended before it could be killed'
-                assert time.monotonic() < deadline, 'epoch 2 did not start in time'
-                logs = glob.glob(osp.join(work, '*', '*.log'))
-                if logs and osp.isfile(osp.join(work, 'epoch_1.pth')):
-                    with open(logs[0]) as f:
-                        if 'Epoch(train) [2][' in f.read():
-                            break
-                time.sleep(0.02)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    with open(logs[0]) as f:
-        done_in_epoch_2 = f.read().count('Epoch(train) [2][')
-    assert 1 <= done_in_epoch_2 < ITERS_PER_EPOCH  # killed mid-epoch
-    assert not osp.exists(osp.join(work, 'epoch_2.pth'))
+    # The same run, sent SIGTERM (as Slurm does on preemption) once epoch 2 is running: it
+    # finishes the iteration, writes iter_<n>.pth and exits with status 75.
+    work = str(tmp_path / 'stopped')
+    proc = _start(work, opts, str(tmp_path / 'stopped.out'), tool_env)
+    _wait_for(proc, lambda: _iters_logged(work) > ITERS_PER_EPOCH, 'epoch 2')
+    assert _stop(proc, signal.SIGTERM) == PREEMPTED_EXIT_CODE, open(tmp_path / 'stopped.out').read()
+    stopped_at = _iters_logged(work)
+    assert ITERS_PER_EPOCH < stopped_at < 2 * ITERS_PER_EPOCH  # mid-epoch
+    preempted = osp.join(work, f'iter_{stopped_at}.pth')
     with open(osp.join(work, 'last_checkpoint')) as f:
-        assert f.read().strip() == osp.join(work, 'epoch_1.pth')
+        assert f.read().strip() == preempted
+    assert 'SIGTERM received' in open(tmp_path / 'stopped.out').read()
+    assert not glob.glob(osp.join(work, '.tmp-*'))
 
-    # The checkpoint written before the kill is intact: torch's default weights_only=True
-    # loads it (mmfish allow-lists mmengine's classes), and it equals the reference's epoch 1.
-    ckpt = torch.load(osp.join(work, 'epoch_1.pth'))
-    assert ckpt['meta']['epoch'] == 1 and ckpt['meta']['iter'] == ITERS_PER_EPOCH
-    assert {'state_dict', 'optimizer', 'param_schedulers', 'message_hub'} <= set(ckpt)
-    ref_1 = torch.load(osp.join(ref_dir, 'epoch_1.pth'))['state_dict']
-    assert all(torch.equal(ref_1[k], v) for k, v in ckpt['state_dict'].items())
+    # The checkpoints load with torch's default weights_only=True (mmfish allow-lists
+    # mmengine's classes; the random states are plain tensors and numbers) and hold the states.
+    ckpt = torch.load(preempted)
+    assert ckpt['meta']['epoch'] == 1 and ckpt['meta']['iter'] == stopped_at
+    assert {'state_dict', 'optimizer', 'param_schedulers', 'message_hub', 'resume_state'} <= set(
+        ckpt
+    )
+    state = ckpt['resume_state']
+    assert state['batches_done'] == stopped_at - ITERS_PER_EPOCH
+    assert state['samples_done'] == 2 * state['batches_done']
+    assert set(state['processes'][0]['rng']) == {'python', 'numpy', 'torch', 'cuda'}
+    assert not _same_weights(osp.join(work, 'epoch_1.pth'), osp.join(ref_dir, 'epoch_1.pth'))
     before = _hashes(work)
 
     # A resume that fails on bad data (truncated train annotations) stops before the Runner,
@@ -162,45 +224,127 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(
     with open(ann, 'wb') as f:
         f.write(text[: len(text) // 2])
     bad = run_tool(
-        'train.py', TINY_CONFIG, '--work-dir', work, '--resume', '--cfg-options', *data_opts(broken)
-    )
+        'train.py', TINY_CONFIG, '--work-dir', work, '--resume', '--cfg-options',
+        *data_opts(broken), *RANDOM_OPTIONS,
+    )  # fmt: skip
     assert bad.returncode != 0
     assert 'DataCheckError' in bad.stderr and ann in bad.stderr and 'not valid JSON' in bad.stderr
     assert _hashes(work) == before
 
-    # A resume that loads the checkpoint, then crashes in epoch 2 on a missing image (the check
-    # skipped on purpose) leaves the checkpoints byte-identical too, and writes none.
+    # A resume that loads the checkpoint, then crashes on a missing image (the check skipped on
+    # purpose) leaves the checkpoints byte-identical too, and writes none.
     holey = _copy_dataset(tiny_shapes, str(tmp_path / 'holey'))
-    os.remove(osp.join(holey, 'train', '000005.png'))
+    for name in os.listdir(osp.join(holey, 'train')):
+        os.remove(osp.join(holey, 'train', name))
     crash = run_tool(
         'train.py', TINY_CONFIG, '--work-dir', work, '--resume', '--cfg-options',
-        *data_opts(holey), env={'MMFISH_SKIP_DATA_CHECKS': '1'},
+        *data_opts(holey), *RANDOM_OPTIONS, env={'MMFISH_SKIP_DATA_CHECKS': '1'},
     )  # fmt: skip
     assert crash.returncode != 0
-    assert 'resumed epoch: 1, iter: 12' in _output(crash)
-    assert 'No such file or directory' in crash.stderr and '000005.png' in crash.stderr
+    assert f'resumed epoch: 1, iter: {stopped_at}' in _output(crash)
+    assert 'No such file or directory' in crash.stderr
     assert _hashes(work) == before
 
-    # The real resume finishes, and equals the uninterrupted run bit for bit.
+    # The real resume loads the batches already trained on in epoch 2, restores the random
+    # states, finishes, and equals the uninterrupted run bit for bit.
     resumed = run_tool(
         'train.py', TINY_CONFIG, '--work-dir', work, '--resume', '--cfg-options', *opts
     )
     assert resumed.returncode == 0, _output(resumed)[-3000:]
-    assert 'resumed epoch: 1, iter: 12' in _output(resumed)
-    assert _hashes(work)['epoch_1.pth'] == before['epoch_1.pth']
-    final = torch.load(osp.join(work, 'epoch_2.pth'))['state_dict']
-    ref_2 = torch.load(osp.join(ref_dir, 'epoch_2.pth'))['state_dict']
-    assert final.keys() == ref_2.keys()
-    differing = [k for k in ref_2 if not torch.equal(ref_2[k], final[k])]
+    log = _output(resumed)
+    assert f'resumed epoch: 1, iter: {stopped_at}' in log
+    assert f'loading the {stopped_at - ITERS_PER_EPOCH} batches already trained on' in log
+    assert 'holds no random states' not in log
+    differing = _same_weights(osp.join(work, 'epoch_2.pth'), osp.join(ref_dir, 'epoch_2.pth'))
     assert not differing, f'{len(differing)} tensors differ, e.g. {differing[:3]}'
-
     ref_log, resumed_log = _scalars(ref_dir), _scalars(work, newest_only=True)
-    assert _losses(resumed_log, 2) == _losses(ref_log, 2)
-    assert len(_losses(resumed_log, 2)) == ITERS_PER_EPOCH
+    ref_losses = _losses(ref_log, 2)
+    resumed_losses = _losses(resumed_log, 2)
+    assert sorted(resumed_losses) == list(range(stopped_at + 1, 2 * ITERS_PER_EPOCH + 1))
+    assert resumed_losses == {i: ref_losses[i] for i in resumed_losses}
     assert _metrics(resumed_log) == _metrics(ref_log)
+    # The preemption checkpoint goes once a newer checkpoint is on disk.
+    assert not osp.exists(preempted)
 
 
-# ------------------------------------------------------------------------------- 3. bad data
+@pytest.mark.slow
+def test_chaos_sigkill_at_random_moments_then_resume_equals_uninterrupted(
+    tmp_path, tiny_shapes: str, data_opts: Callable, run_tool: Callable, tool_env: Dict[str, str]
+) -> None:
+    """SIGKILL at random moments, once inside a checkpoint write; resumed each time.
+
+    Two data-loading workers, a checkpoint every 5 iterations with only the newest kept
+    (``max_keep_ckpts=1``: mmengine's hook deletes the old one before writing the new one), and
+    checkpoint writes slowed down to 1 s (``tests/data/slow_checkpoint_writes.py``) so that a kill
+    can land inside one. ``MMFISH_CHAOS_SEED`` replays a failed draw.
+    """
+    seed = int(os.environ.get('MMFISH_CHAOS_SEED', time.time_ns() % 100_000))
+    rng = random.Random(seed)
+    opts = (
+        data_opts(tiny_shapes)
+        + RANDOM_OPTIONS
+        + [
+            'train_dataloader.num_workers=2',
+            'default_hooks.checkpoint.by_epoch=False',
+            'default_hooks.checkpoint.interval=5',
+            'default_hooks.checkpoint.max_keep_ckpts=1',
+        ]
+    )
+    ref_dir = str(tmp_path / 'ref')
+    ref = run_tool('train.py', TINY_CONFIG, '--work-dir', ref_dir, '--cfg-options', *opts)
+    assert ref.returncode == 0, _output(ref)[-3000:]
+
+    slow_config = str(tmp_path / 'slow_writes.py')
+    with open(slow_config, 'w') as f:
+        f.write(
+            f'_base_ = {TINY_CONFIG!r}\n'
+            "custom_imports = dict(imports=['mmfish', 'slow_checkpoint_writes'])\n"
+        )
+    pythonpath = [osp.join(ROOT, 'tests', 'data'), ROOT, tool_env.get('PYTHONPATH', '')]
+    env = {**tool_env, 'PYTHONPATH': os.pathsep.join(pythonpath), 'MMFISH_SLOW_WRITE_S': '1'}
+    work = str(tmp_path / 'chaos')
+    # Kill moments, in iterations done: inside the write of one of the first checkpoints, then at
+    # random iterations (plus a random fraction of an iteration) later and later in the run.
+    moments = [('write', rng.choice([10, 15]))]
+    moments += [('iter', rng.randint(11, 16)), ('iter', rng.randint(17, 23))]
+    moments.sort(key=lambda m: m[1])
+    why = f'MMFISH_CHAOS_SEED={seed}, kills at {moments}'
+    for n, (kind, at) in enumerate(moments):
+        old_logs = _logs(work) if osp.isdir(work) else []
+        out = str(tmp_path / f'run{n}.out')
+        proc = _start(work, opts, out, env, '--resume', config=slow_config)
+        if kind == 'write':  # the temporary file of checkpoint `at` is being written
+            tmp = osp.join(work, f'.tmp-mmfish-iter_{at}.pth.{proc.pid}')
+            _wait_for(proc, functools.partial(osp.exists, tmp), f'checkpoint write {at} ({why})')
+            time.sleep(0.3)
+        else:
+            done = functools.partial(_iters_logged, work, old_logs)
+            _wait_for(proc, lambda: done() >= at, f'iteration {at} ({why})')  # noqa: B023
+            time.sleep(rng.uniform(0, 0.3))
+        assert _stop(proc, signal.SIGKILL) == -signal.SIGKILL, why
+        if kind == 'write':  # killed mid-write: the previous checkpoint is still there
+            assert osp.exists(tmp), why
+            assert osp.isfile(osp.join(work, f'iter_{at - 5}.pth')), why
+
+        # After every kill: last_checkpoint names a complete checkpoint, and every checkpoint
+        # file (not the temporary one a kill may leave) loads.
+        with open(osp.join(work, 'last_checkpoint')) as f:
+            last = f.read().strip()
+        assert torch.load(last)['meta']['iter'] % 5 == 0, why
+        for path in glob.glob(osp.join(work, '*.pth')):
+            torch.load(path)
+
+    final = run_tool(
+        'train.py', TINY_CONFIG, '--work-dir', work, '--resume', '--cfg-options', *opts
+    )
+    assert final.returncode == 0, _output(final)[-3000:]
+    assert not glob.glob(osp.join(work, '.tmp-*')), why
+    differing = _same_weights(osp.join(work, 'iter_24.pth'), osp.join(ref_dir, 'iter_24.pth'))
+    assert not differing, f'{len(differing)} tensors differ, e.g. {differing[:3]} ({why})'
+    assert _metrics(_scalars(work, newest_only=True)) == _metrics(_scalars(ref_dir)), why
+
+
+# ------------------------------------------------------------------------------- 2. bad data
 @pytest.fixture
 def cfg_for(data_opts: Callable) -> Callable[[str], Config]:
     """The tiny config pointed at a dataset, as tools/train.py would load it."""
@@ -480,7 +624,7 @@ def test_quirky_but_valid_data_trains_and_evaluates(
     assert 'coco/bbox_mAP' in metrics and 'coco/segm_mAP' in metrics
 
 
-# ------------------------------------------------------------------ 4. bad backbone arguments
+# ------------------------------------------------------------------ 3. bad backbone arguments
 @pytest.mark.slow
 @pytest.mark.parametrize(
     'option, expected',
@@ -507,3 +651,51 @@ def test_bad_backbone_argument_fails_at_build(
     assert 'mmfish/models/backbones/fishnet.py' in proc.stderr or 'FishNet.__init__()' in last_line
     assert 'Epoch(train)' not in _output(proc)
     assert not glob.glob(osp.join(work, '*.pth'))
+
+
+# -------------------------------------------------------------- 4. a batch BatchNorm cannot use
+def test_single_value_per_channel_names_cause_and_fix() -> None:
+    from mmfish.models import FishNet
+
+    tiny = Config.fromfile(TINY_CONFIG).model.backbone.arch
+    tiny.pop('_delete_', None)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)  # one image, 1x1 at stride 32: one value per channel
+    with pytest.raises(ValueError) as error:
+        FishNet(arch=dict(tiny)).train()(x)
+    message = str(error.value)
+    for cause_or_fix in ('single value per channel', '1 image(s) of 32x32', 'batch_size >= 2',
+                         'at least 64 px', 'norm_eval=True', 'GroupNorm'):  # fmt: skip
+        assert cause_or_fix in message, message
+    assert 'Expected more than 1 value per channel' in str(error.value.__cause__)
+    # The fixes it names work.
+    FishNet(arch=dict(tiny)).train()(torch.randn(2, 3, 32, 32))
+    FishNet(arch=dict(tiny)).train()(torch.randn(1, 3, 64, 32))
+    FishNet(arch=dict(tiny), norm_eval=True).train()(x)
+    gn = dict(type='GN', num_groups=4, requires_grad=True)  # the tiny widths: 4 to 272
+    FishNet(arch=dict(tiny), norm_cfg=gn).train()(x)
+    for arch in ('fishnet99', 'fishnet150', 'fishnet201'):  # the message's 16 groups fit them
+        FishNet(arch=arch, norm_cfg=dict(gn, num_groups=16))
+
+
+# ------------------------------------------------------------------------ 5. the random states
+def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path) -> None:
+    from mmfish.engine.runner import get_rng_states, preserved_rng_states, set_rng_states
+
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    np.random.randn()  # leaves a cached gaussian in numpy's state
+    states = get_rng_states()
+    path = str(tmp_path / 'states.pth')
+    torch.save(states, path)
+    expected = (random.random(), np.random.randn(3), torch.rand(3))
+    set_rng_states(torch.load(path, weights_only=True))  # plain tensors and numbers only
+    again = (random.random(), np.random.randn(3), torch.rand(3))
+    assert expected[0] == again[0]
+    assert np.array_equal(expected[1], again[1]) and torch.equal(expected[2], again[2])
+    # Draws inside preserved_rng_states() leave the states as they were.
+    set_rng_states(states)
+    with preserved_rng_states():
+        torch.rand(5), np.random.rand(5), random.random()
+    assert random.random() == expected[0]
+    assert np.array_equal(np.random.randn(3), expected[1])
+    assert torch.equal(torch.rand(3), expected[2])

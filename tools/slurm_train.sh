@@ -1,5 +1,21 @@
 #!/usr/bin/env bash
 # Slurm: [GPUS=16] tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
+#
+# Preemption. On SIGTERM (what Slurm sends when it preempts or cancels a job, or at the time
+# limit), mmfish configs finish the current iteration, write WORK_DIR/iter_<n>.pth and exit with
+# status 75; `--resume` continues from the newest checkpoint (and starts afresh when there is
+# none), so a job that Slurm requeues continues by itself. Submit it as a batch job that asks to
+# be requeued and to get SIGTERM early enough to save (here 120 s before the time limit):
+#
+#   sbatch --requeue --signal=TERM@120 -p PARTITION --nodes=2 --ntasks-per-node=8 \
+#       --gres=gpu:8 --cpus-per-task=5 \
+#       --wrap "GPUS=16 tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR --resume"
+#
+# Without `B:`, --signal goes to every task, which is what training needs; with
+# `--signal=B:TERM@120` only the batch shell gets it and must forward it to srun's tasks. Every
+# process stops after the same iteration (they agree after each one) and the job ends with 75.
+# A job ended that way on purpose (`scancel --signal=TERM JOBID`) is not requeued by Slurm; a
+# batch script can do it with `[ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"`.
 set -x
 
 PARTITION=$1

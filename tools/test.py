@@ -20,9 +20,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
-from mmfish.utils.amp import cpu_autocast
-from mmfish.utils.data_checks import check_coco_annotations
-from mmfish.utils.dist import setup_cpu_distributed
+from mmfish.datasets.data_checks import check_coco_annotations
+from mmfish.engine.optimizers.amp import cpu_autocast
+from mmfish.engine.runner.dist import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -116,7 +116,7 @@ def main() -> None:
             raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out!r}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     if args.amp and not torch.cuda.is_available():
-        # mmcv's CPU ops are fp32-only: bf16 autocast in the backbone and neck (mmfish.utils.amp)
+        # mmcv's CPU ops are fp32-only: bf16 autocast in the backbone and neck (engine.optimizers)
         with cpu_autocast(runner.model, torch.bfloat16):
             runner.test()
     else:

@@ -5,6 +5,9 @@
 
 ``--amp`` is bf16 autocast on a CPU (bf16 needs no loss scaling) and fp16 with dynamic loss
 scaling on a GPU, as in mmdet.
+
+Exit status 75: stopped by SIGTERM (preemption) after writing a checkpoint of the last finished
+iteration (mmfish configs, ``FaultTolerantCheckpointHook``); run again with ``--resume``.
 """
 
 import argparse
@@ -16,9 +19,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
-from mmfish.utils.amp import configure_amp
-from mmfish.utils.data_checks import check_coco_annotations
-from mmfish.utils.dist import setup_cpu_distributed
+from mmfish.datasets.data_checks import check_coco_annotations
+from mmfish.engine.optimizers.amp import configure_amp
+from mmfish.engine.runner.dist import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:

@@ -32,3 +32,10 @@ fishnet_neck = dict(in_channels=[320, 832, 1600, 2112])
 # The paper trains detectors with warm-up (mmdet's 1x schedule: linear, 500 iterations) and
 # gradient clipping.
 fishnet_clip_grad = dict(max_norm=35, norm_type=2)
+# Fault-tolerant training (README, "Training and testing"): checkpoints written atomically, with
+# the random states, and on SIGTERM; a resumed run continues mid-epoch on the same random path.
+# Detector configs take them as `default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)` and
+# `train_cfg = dict(type=_base_.fishnet_train_loop)` (mmdet's names are not redefined here:
+# mmengine refuses a key that two bases both define).
+fishnet_checkpoint = dict(type='FaultTolerantCheckpointHook')
+fishnet_train_loop = 'ResumableEpochBasedTrainLoop'

@@ -97,7 +97,7 @@ val_evaluator = dict(
 test_evaluator = val_evaluator
 
 max_epochs = 4
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=2)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=2)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
@@ -113,7 +113,7 @@ auto_scale_lr = dict(enable=False, base_batch_size=4)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    checkpoint=dict(type='FaultTolerantCheckpointHook', interval=1, max_keep_ckpts=3),
 )
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0, deterministic=False)

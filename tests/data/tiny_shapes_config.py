@@ -1,9 +1,9 @@
 # Test-only config: the shapes demo (Mask R-CNN + FishNet) shrunk to run in seconds on a CPU.
 # A FishNet of one block per stage and narrow channels, 64 px images, 32-channel FPN and heads.
 # Tests pass the dataset location (data_root, the dataloaders' data_root and the evaluators'
-# ann_file) with --cfg-options. Deterministic: fixed seed, deterministic algorithms, non-random
-# sampling and no random augmentation (RandomFlip draws from numpy's global RNG, whose state a
-# resumed run does not get back; see tests/test_fault_tolerance.py).
+# ann_file) with --cfg-options. Deterministic: fixed seed, deterministic algorithms, samplers that
+# take every candidate and no flips; tests/test_fault_tolerance.py turns the demo's randomness back
+# on (RANDOM_OPTIONS) to show that a resumed run follows the uninterrupted run's random path.
 _base_ = '../../configs/demo/mask_rcnn_fishnet99_fpn_shapes_cpu.py'
 
 image_size = (64, 64)
@@ -32,9 +32,7 @@ model = dict(
         mask_head=dict(in_channels=width, conv_out_channels=width, norm_cfg=gn),
     ),
     # Samplers larger than their candidate sets (1023 anchors, at most 50 proposals + the gt per
-    # 64 px image) take every candidate and never call torch.randperm: torch's global RNG state
-    # is not saved in checkpoints, so random sampling makes a resumed run differ from an
-    # uninterrupted one.
+    # 64 px image) take every candidate and never call torch.randperm.
     train_cfg=dict(
         rpn=dict(sampler=dict(num=4096)),
         rpn_proposal=dict(nms_pre=200, max_per_img=50),
@@ -73,7 +71,7 @@ param_scheduler = [
 ]  # fmt: skip
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=-1),
+    checkpoint=dict(type='FaultTolerantCheckpointHook', interval=1, max_keep_ckpts=-1),
     visualization=dict(type='DetVisualizationHook', draw=False),
 )
 randomness = dict(seed=0, deterministic=True)

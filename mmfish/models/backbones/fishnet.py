@@ -82,6 +82,25 @@ _PLAIN_BOTTLENECK = dict(groups=1, group_width=None)
 _CONVERT_CHUNK_BYTES = 1 << 20
 
 
+BN_SINGLE_VALUE_ERROR = 'Expected more than 1 value per channel'
+
+
+def single_value_batch_norm_message(x: torch.Tensor) -> str:
+    """Why BatchNorm refused to train on the batch ``x`` (torch's bare error), and the fixes."""
+    n, _, h, w = x.shape
+    per_image = (h // SIZE_DIVISOR) * (w // SIZE_DIVISOR)
+    return (
+        f'FishNet: a BatchNorm layer in training mode got a single value per channel and cannot '
+        f'normalise it. The batch holds {n} image(s) of {h}x{w}, so the stride-{SIZE_DIVISOR} '
+        f'features are {h // SIZE_DIVISOR}x{w // SIZE_DIVISOR}: {n * per_image} value(s) per '
+        'channel. Fix one of: more images per batch (train_dataloader.batch_size >= 2 per GPU); '
+        f'larger images (at least {2 * SIZE_DIVISOR} px on one side after padding); '
+        'norm_eval=True in the backbone (BatchNorm keeps its running statistics, as when '
+        'fine-tuning from ImageNet weights); or GroupNorm, which does not depend on the batch '
+        "(backbone norm_cfg=dict(type='GN', num_groups=16, requires_grad=True))."
+    )
+
+
 def nhwc_to_nchw_copy(x: torch.Tensor) -> torch.Tensor:
     """``x.contiguous()`` for an NHWC ``x``; on CPU a few rows at a time.
 
@@ -506,13 +525,18 @@ class FishNet(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Return the features named by ``out_indices``, as a tuple of NCHW-contiguous tensors."""
-        features = self.forward_features(x)
-        outs = [features[i] for i in self.out_indices]
-        if self.out_norms is not None:
-            outs = [
-                F.relu(self.out_norms[str(i)](out), inplace=True)
-                for i, out in zip(self.out_indices, outs)
-            ]
+        try:
+            features = self.forward_features(x)
+            outs = [features[i] for i in self.out_indices]
+            if self.out_norms is not None:
+                outs = [
+                    F.relu(self.out_norms[str(i)](out), inplace=True)
+                    for i, out in zip(self.out_indices, outs)
+                ]
+        except ValueError as error:
+            if BN_SINGLE_VALUE_ERROR not in str(error):
+                raise
+            raise ValueError(single_value_batch_norm_message(x)) from error
         return tuple(to_nchw(out) for out in outs)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:

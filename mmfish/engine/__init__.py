@@ -1,0 +1,8 @@
+"""Engine-level pieces, laid out as mmdet's ``mmdet/engine``: hooks, optimizer wrappers, runner.
+
+Importing it registers them in mmdet's registries.
+"""
+
+from .hooks import *  # noqa: F401, F403
+from .optimizers import *  # noqa: F401, F403
+from .runner import *  # noqa: F401, F403

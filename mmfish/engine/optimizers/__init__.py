@@ -1,0 +1,5 @@
+"""Optimizer wrappers: CPU mixed precision."""
+
+from .amp import CPUAmpOptimWrapper, configure_amp, cpu_autocast
+
+__all__ = ['CPUAmpOptimWrapper', 'configure_amp', 'cpu_autocast']
