@@ -121,7 +121,6 @@ def load_converted(dst: Path, arch: str) -> FishNet:
     model = FishNet(
         arch=arch,
         out_indices=(7, 8, 9, 10),
-        out_norm=False,
         num_classes=1000,
         init_cfg=dict(type='Pretrained', checkpoint=str(dst)),
     )
@@ -135,7 +134,7 @@ def load_converted(dst: Path, arch: str) -> FishNet:
 
 def outputs_of(model: FishNet, x: torch.Tensor) -> Dict[str, torch.Tensor]:
     with torch.no_grad():
-        features = model(x)
+        features = model.forward_features(x)[7:]  # raw, as the reference computes them
         logits = model.classify(x)
     return {**{f'feat{i}': f for i, f in zip((7, 8, 9, 10), features)}, 'logits': logits}
 
