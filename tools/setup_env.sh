@@ -4,6 +4,7 @@
 #   bash tools/setup_env.sh            # creates/reuses .venv in the repository root
 #   VENV=/path/to/env bash tools/setup_env.sh
 #   MMFISH_USE_CURRENT_PYTHON=1 bash tools/setup_env.sh   # install into the active python (conda, GPU box)
+#       (that is `python` on PATH, or PYTHON=/path/to/python)
 #
 # An already installed torch is kept (GPU users keep their CUDA build); otherwise torch==2.13.0 is
 # installed, which on these machines is the local CPU wheel. mmcv 2.1.0 is built from source with its
@@ -40,7 +41,7 @@ trap 'fail "command exited with status $? (see the output above)"' ERR
 
 step 1 "python environment"
 if [[ "${MMFISH_USE_CURRENT_PYTHON:-0}" == 1 ]]; then
-    PY="$(command -v python || command -v python3)"
+    PY="${PYTHON:-$(command -v python || command -v python3)}"
 else
     VENV="${VENV:-$ROOT/.venv}"
     if [[ ! -x "$VENV/bin/python" ]]; then
@@ -136,6 +137,22 @@ PYEOF
         [[ -n "$inc" ]] || fail "cublas_v2.h is in neither $CUDA_HOME/include nor a pip 'nvidia' package: install the CUDA toolkit's cuBLAS headers."
         export CPATH="$inc${CPATH:+:$CPATH}"
         echo "cuBLAS headers from $inc"
+    fi
+    # torch links the extension with -lcudart: a toolkit without the unversioned libcudart.so
+    # gets it from the pip package that a pip-installed CUDA torch depends on.
+    if ! ls "$CUDA_HOME"/lib64/libcudart.so "$CUDA_HOME"/lib/libcudart.so >/dev/null 2>&1; then
+        local cudart
+        cudart="$("$PY" - <<'PYEOF'
+import glob, os, site, sys
+roots = site.getsitepackages() + sys.path
+print(next(iter(sorted(h for r in roots for h in glob.glob(os.path.join(r, 'nvidia', '*', 'lib', 'libcudart.so.*')))), ''))
+PYEOF
+)"
+        [[ -n "$cudart" ]] || fail "no libcudart.so in $CUDA_HOME/lib64 nor in a pip 'nvidia' package"
+        mkdir -p "$MMCV_BUILD_DIR.lib"
+        ln -sf "$cudart" "$MMCV_BUILD_DIR.lib/libcudart.so"
+        export LIBRARY_PATH="$MMCV_BUILD_DIR.lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+        echo "linking against $cudart"
     fi
     # Without ninja on PATH torch compiles the ~140 files one at a time.
     local ninja_bin

@@ -40,7 +40,9 @@ Conventions:
   kernel.
 - Timing: each step is synchronised wall time (``torch.cuda.synchronize`` before and after on
   CUDA), so a host-bound step counts its host time. On CUDA the peak is measured with an
-  8192x8192 matrix product (2048 on CPU).
+  8192x8192 matrix product (2048 on CPU). cuDNN picks its convolution algorithms by its
+  heuristics, as in mmdet's training (its configs set ``cudnn_benchmark=False``), unless
+  ``--cudnn-benchmark`` lets it time them (at each new shape: a longer warm-up).
 
 Examples::
 
@@ -229,6 +231,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
     parser.add_argument('--device', default='auto', help='cpu, cuda or auto (cuda if present)')
+    parser.add_argument(
+        '--cudnn-benchmark',
+        action='store_true',
+        help='CUDA: let cuDNN time its algorithms for each new shape (torch.backends.cudnn.'
+        "benchmark; mmdet's configs leave it off)",
+    )
     parser.add_argument(
         '--no-tf32',
         dest='tf32',
@@ -673,7 +681,7 @@ def cases_for(args: argparse.Namespace) -> List[Case]:
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
         torch.backends.cudnn.allow_tf32 = args.tf32
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
     cases = cases_for(args)
@@ -724,6 +732,7 @@ def run(args: argparse.Namespace) -> dict:
             detector=args.detector,
             matmul_size=matmul_size(device),
             tf32=device.type == 'cuda' and args.tf32,
+            cudnn_benchmark=device.type == 'cuda' and args.cudnn_benchmark,
             command=' '.join(['python', os.path.relpath(__file__)] + sys.argv[1:]),
             flops_convention='FlopAnalyzer MACs at batch 1 (one multiply-accumulate = 1 FLOP); '
             'GFLOP/s = 2 x MACs x batch / time, fwd+bwd counted as 3 x fwd',
@@ -831,6 +840,15 @@ def markdown(report: dict) -> str:
     ]
     if s.get('tf32'):
         lines.append('tf32: fp32 tensors, TF32 tensor cores for convolutions and matrix products.')
+    if m['device'].startswith('cuda'):
+        lines.append(
+            'cuDNN algorithms: '
+            + (
+                'timed per shape (cudnn.benchmark).'
+                if s.get('cudnn_benchmark')
+                else "cuDNN's heuristics (cudnn.benchmark off, as in mmdet's configs)."
+            )
+        )
     if s['detector'] and 'bf16' in s['precisions']:
         lines.append(
             'Detector bf16: backbone and neck under bf16 autocast, heads in fp32 '

@@ -36,11 +36,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 DRY_RUN="${DRY_RUN:-0}"
 GPU_DIR="$ROOT/.gpu"
+[[ "$DRY_RUN" == 1 ]] && GPU_DIR="$ROOT/.gpu/dry"  # a rehearsal leaves the real markers alone
 RESULTS="$GPU_DIR/results"
 OUT="${OUT:-$GPU_DIR/out}"
 START=$(date +%s)
 mkdir -p "$GPU_DIR" "$RESULTS" "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
+TEE_PID=$!
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 
 if [[ "$DRY_RUN" == 1 ]]; then
@@ -56,20 +58,23 @@ left() { echo $(( STAGE_BUDGET - $(elapsed) )); }
 say() { printf '[%s %4ds] %s\n' "$STAGE" "$(elapsed)" "$*"; }
 done_() { [[ -f "$GPU_DIR/done.$1" ]]; }
 
-# run_step NAME EXPECTED CMD...: CMD once per machine, if EXPECTED seconds fit in what is left
-# of the stage; killed at what is left. 0 when it ran and succeeded (or had run before).
+# run_step NAME EXPECTED FUNCTION ARGS...: FUNCTION once per machine, if EXPECTED seconds fit
+# in what is left of the stage; its commands run under T, which kills them at what is left.
+# 0 when it ran and succeeded (or had run before).
+STEP_LIMIT=0
+T() { timeout --kill-after=10 "$STEP_LIMIT" "$@"; }
 run_step() {
-    local name=$1 want=$2 limit rc s
+    local name=$1 want=$2 rc s
     shift 2
     done_ "$name" && { say "$name: done before"; return 0; }
-    limit=$(left)
-    if (( limit < want )); then
-        say "LATER $name: needs about ${want}s, ${limit}s left in this stage"
+    STEP_LIMIT=$(left)
+    if (( STEP_LIMIT < want )); then
+        say "LATER $name: needs about ${want}s, ${STEP_LIMIT}s left in this stage"
         return 99
     fi
     say "START $name"
     s=$(date +%s)
-    timeout --kill-after=10 "$limit" "$@"
+    "$@"
     rc=$?
     say "END $name rc=$rc in $(( $(date +%s) - s ))s$([[ $rc == 124 ]] && echo ' (TIMED OUT)')"
     echo "$STAGE $name rc=$rc $(( $(date +%s) - s ))s" >>"$RESULTS/steps.txt"
@@ -111,10 +116,7 @@ start_setup() {
         env=(MMFISH_USE_CURRENT_PYTHON=1 FORCE_CUDA=1 MMFISH_WHEELS="$ROOT/.whl"
             MMCV_SDIST="$ROOT/.whl/mmcv-2.1.0.tar.gz" MMFISH_SITE="$GPU_DIR/site"
             MMCV_BUILD_DIR="$GPU_DIR/build/mmcv-2.1.0" MAX_JOBS="${MAX_JOBS:-16}"
-            TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}")
-        mkdir -p "$GPU_DIR/bin"  # `python` for setup_env.sh is this python3
-        ln -sf "$(command -v "$PY")" "$GPU_DIR/bin/python"
-        export PATH="$GPU_DIR/bin:$PATH"
+            TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" PYTHON="$(command -v "$PY")")
     fi
     say "set-up starts in the background: ${env[*]} bash tools/setup_env.sh"
     date +%s >"$GPU_DIR/setup.start"
@@ -153,7 +155,7 @@ wait_setup() {
 
 # ----------------------------------------------------------------------------------- steps
 cuda_tests() {
-    "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider >"$RESULTS/test_cuda.log" 2>&1
+    T "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider >"$RESULTS/test_cuda.log" 2>&1
     local rc=$?
     cp "$RESULTS/test_cuda.log" "$OUT/"
     tail -30 "$RESULTS/test_cuda.log"
@@ -163,7 +165,7 @@ cuda_tests() {
 # Not a test: does mmengine's whole-model bf16 autocast (AmpOptimWrapper(dtype='bfloat16'))
 # train Mask R-CNN with mmcv 2.1.0's CUDA ops? (mmfish's bf16 route autocasts backbone and neck.)
 bf16_probe() {
-    "$PY" - <<'PYEOF'
+    T "$PY" - <<'PYEOF'
 import sys
 import torch
 sys.path.insert(0, 'tests')
@@ -183,7 +185,7 @@ PYEOF
 bench() {  # bench NAME ARGS...
     local name=$1
     shift
-    "$PY" tools/analysis_tools/benchmark_backbone.py "$@" --out-json "$RESULTS/$name.json" \
+    T "$PY" tools/analysis_tools/benchmark_backbone.py "$@" --out-json "$RESULTS/$name.json" \
         >"$RESULTS/$name.log" 2>&1
     local rc=$?
     cp "$RESULTS/$name.json" "$OUT/" 2>/dev/null
@@ -193,7 +195,7 @@ bench() {  # bench NAME ARGS...
 
 demo() {
     rm -rf "$GPU_DIR/demo"
-    "$PY" tools/demo.py "$@" --work-dir "$GPU_DIR/demo" >"$RESULTS/demo_full.log" 2>&1
+    T "$PY" tools/demo.py "$@" --work-dir "$GPU_DIR/demo" >"$RESULTS/demo_full.log" 2>&1
     local rc=$?
     cp "$GPU_DIR/demo/demo_summary.json" "$RESULTS/" 2>/dev/null
     grep -E 'Epoch\(|bbox_mAP_copypaste|segm_mAP_copypaste|Error|error' "$RESULTS/demo_full.log" \
@@ -251,3 +253,5 @@ ls "$RESULTS"/*.json >/dev/null 2>&1 && report
 say "stage done; steps so far:"
 cat "$RESULTS/steps.txt" 2>/dev/null
 say "files in \$OUT: $(ls "$OUT" | tr '\n' ' ')"
+exec >&- 2>&-  # let tee write the end of session.log (not waiting for the set-up)
+wait "$TEE_PID"
