@@ -53,7 +53,8 @@ def mmcv_cuda_ops() -> str:
 
 
 needs_mmcv_cuda = pytest.mark.skipif(
-    not CUDA or bool(mmcv_cuda_ops()), reason=mmcv_cuda_ops() or 'needs a CUDA GPU'
+    not CUDA or bool(mmcv_cuda_ops()),
+    reason='needs a CUDA GPU (torch sees none)' if not CUDA else mmcv_cuda_ops(),
 )
 
 

@@ -215,19 +215,18 @@ def _saved_tensor_count(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def test_with_cp_stage_checkpoints_whole_stages():
-    """'stage': no block checkpoints itself, and autograd keeps only what the stage
-    checkpoints need: their inputs (at most two per stage), far fewer than per block."""
+    """'stage': no block checkpoints itself, and autograd keeps only the stage checkpoints'
+    inputs (one or two per stage: trunk and transferred feature), far fewer than per block."""
     x = torch.rand(1, 3, 64, 64, requires_grad=True)
-    by_stage = FishNet('fishnet99', with_cp='stage')
+    kwargs = dict(out_norm=False)  # the output norms keep their own tensors: not counted here
+    by_stage = FishNet('fishnet99', with_cp='stage', **kwargs)
     blocks = [m for m in by_stage.modules() if hasattr(m, 'with_cp') and m is not by_stage]
     assert blocks and not any(b.with_cp for b in blocks)
-    plain, per_block = FishNet('fishnet99'), FishNet('fishnet99', with_cp=True)
+    plain, per_block = FishNet('fishnet99', **kwargs), FishNet('fishnet99', with_cp=True, **kwargs)
     saved = {name: _saved_tensor_count(m, x) for name, m in
              (('plain', plain), ('block', per_block), ('stage', by_stage))}  # fmt: skip
-    stages = len(by_stage.stages())
     assert saved['stage'] < saved['block'] < saved['plain'], saved
-    # stage checkpoints keep their inputs; the output norms (out_norm=True) keep their own
-    assert saved['stage'] <= 2 * stages + 3 * len(by_stage.out_indices), saved
+    assert saved['stage'] <= 2 * len(by_stage.stages()), saved
 
 
 @pytest.mark.parametrize('with_cp', ['blocks', 1, None])
