@@ -123,7 +123,9 @@ start_setup() {
         MMCV_BUILD_DIR="$GPU_DIR/build/mmcv-2.1.0" MAX_JOBS="${MAX_JOBS:-16}"
         TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" PYTHON="$(command -v "$PY")")
     say "set-up starts in the background: ${env[*]} bash tools/setup_env.sh"
-    setsid env "${env[@]}" bash -c 'bash tools/setup_env.sh; echo $? >"$0/setup.rc"' "$GPU_DIR" \
+    local detach=(setsid)  # without setsid the build ends with this call; the next one resumes it
+    command -v setsid >/dev/null || { detach=(nohup); say "no setsid: the build stops with this call"; }
+    "${detach[@]}" env "${env[@]}" bash -c 'bash tools/setup_env.sh; echo $? >"$0/setup.rc"' "$GPU_DIR" \
         >"$GPU_DIR/setup.log" 2>&1 </dev/null &
     echo $! >"$GPU_DIR/setup.pid"
 }
