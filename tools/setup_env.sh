@@ -107,13 +107,18 @@ PYEOF
 }
 
 cuda_build_env() {  # nvcc, its CUDA against torch's, cuBLAS headers and ninja for the CUDA build
-    local nvcc torch_cuda nvcc_cuda
-    nvcc="$(command -v nvcc || true)"
-    if [[ -z "$nvcc" && -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]]; then
-        nvcc="${CUDA_HOME:-/usr/local/cuda}/bin/nvcc"
-    fi
-    [[ -n "$nvcc" ]] || fail "FORCE_CUDA=1 needs nvcc: put the CUDA toolkit's bin on PATH or set CUDA_HOME."
-    export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$nvcc")")}"
+    local nvcc torch_cuda nvcc_cuda home
+    # The toolkit: CUDA_HOME, else /usr/local/cuda, else where nvcc is (an nvcc on PATH can be a
+    # wrapper script, whose folder is no toolkit: torch would then look in the wrong place).
+    for home in "${CUDA_HOME:-}" /usr/local/cuda \
+        "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /nonexistent)")")")"; do
+        if [[ -n "$home" && -x "$home/bin/nvcc" && -f "$home/include/cuda_runtime.h" ]]; then
+            export CUDA_HOME="$home"
+            break
+        fi
+    done
+    [[ -x "${CUDA_HOME:-}/bin/nvcc" ]] \
+        || fail "FORCE_CUDA=1 needs the CUDA toolkit (nvcc): set CUDA_HOME to its folder."
     export PATH="$CUDA_HOME/bin:$PATH"
     torch_cuda="$("$PY" -c 'import torch; print(torch.version.cuda)')"
     nvcc_cuda="$(nvcc --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')"
@@ -140,7 +145,7 @@ PYEOF
     fi
     # torch links the extension with -lcudart: a toolkit without the unversioned libcudart.so
     # gets it from the pip package that a pip-installed CUDA torch depends on.
-    if ! ls "$CUDA_HOME"/lib64/libcudart.so "$CUDA_HOME"/lib/libcudart.so >/dev/null 2>&1; then
+    if [[ ! -e "$CUDA_HOME/lib64/libcudart.so" && ! -e "$CUDA_HOME/lib/libcudart.so" ]]; then
         local cudart
         cudart="$("$PY" - <<'PYEOF'
 import glob, os, site, sys
