@@ -15,8 +15,9 @@
 # build, the build goes on, and the second call waits for it.
 #
 # Inputs (git-ignored, carried to the machine): .whl/ holds mmcv-2.1.0.tar.gz and the wheels the
-# machine lacks (mmengine, mmdet, pycocotools and their pure-Python dependencies; .whl/build/ a
-# setuptools<82 for a python without pkg_resources); .ref/FishNet a checkout of the reference.
+# machine lacks (mmengine, mmdet, pycocotools and their pure-Python dependencies); .whl/build/ a
+# setuptools<82 for a python without pkg_resources and CPython 3.12's headers for one without
+# Python.h; .ref/FishNet a checkout of the reference.
 # Installed and built: .gpu/site (pip --target), .gpu/build/mmcv-2.1.0 (the patched source and
 # its ninja objects). Results: .gpu/results, and $OUT (.gpu/out without OUT) gets what this call
 # produced, at most 8 files: session.log, setup.log, test_cuda.log, bench_backbone.json,
@@ -118,7 +119,16 @@ start_setup() {
         say "no pkg_resources in $PY: installing .whl/build/setuptools into .gpu/site"
         "$PY" -m pip install -q --no-index --no-deps --target "$GPU_DIR/site" .whl/build/setuptools-*.whl
     fi
-    local env=(MMFISH_USE_CURRENT_PYTHON=1 FORCE_CUDA=1 MMFISH_WHEELS="$ROOT/.whl"
+    # torch's extension build includes Python.h; an image without the python headers gets
+    # those carried in .whl/build (CPython 3.12.1's: the same C API as any 3.12)
+    local cpath="${CPATH:-}"
+    if ! "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+        mkdir -p "$GPU_DIR/pyinclude"
+        tar -xzf .whl/build/python3.12-include.tar.gz -C "$GPU_DIR/pyinclude"
+        cpath="$GPU_DIR/pyinclude/python3.12${cpath:+:$cpath}"
+        say "no Python.h for $PY: using the carried CPython 3.12 headers"
+    fi
+    local env=(CPATH="$cpath" MMFISH_USE_CURRENT_PYTHON=1 FORCE_CUDA=1 MMFISH_WHEELS="$ROOT/.whl"
         MMCV_SDIST="$ROOT/.whl/mmcv-2.1.0.tar.gz" MMFISH_SITE="$GPU_DIR/site"
         MMCV_BUILD_DIR="$GPU_DIR/build/mmcv-2.1.0" MAX_JOBS="${MAX_JOBS:-16}"
         TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" PYTHON="$(command -v "$PY")")
