@@ -7,8 +7,9 @@
 #   DRY_RUN=1 bash tools/dev/gpu_session.sh build|measure   # the same steps, tiny, on a CPU
 #
 # Both stages work through the same queue, in order, each step once per machine (a marker in
-# .gpu/ records it done): set-up and mmcv build, CUDA tests, a bf16 probe, the backbone
-# benchmark, the Mask R-CNN benchmark, the demo with --amp, the report. A stage starts a step
+# .gpu/ records it done): set-up and mmcv build (in the background), the CUDA tests, the backbone
+# benchmark, the demo with --amp, the Mask R-CNN benchmark, a bf16 probe, the benchmark's own
+# CUDA tests, then the report from all results so far. A stage starts a step
 # only if the step's expected time fits in what is left of STAGE_BUDGET, so a stage ends on
 # time and the next one carries on. `build` mostly builds and tests, `measure` mostly measures.
 # The set-up runs in its own process session (setsid): when the first call returns during the
