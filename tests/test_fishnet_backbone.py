@@ -169,12 +169,13 @@ def test_group_norm_that_cannot_split_the_channels_is_named():
         FishNet('fishnet99', norm_cfg=dict(type='GN', num_groups=32))
 
 
+@pytest.mark.parametrize('with_cp', [True, 'stage'])
 @pytest.mark.parametrize('arch', ['fishnet99', 'fishnet150'])
-def test_with_cp_gives_same_outputs_and_gradients(arch):
+def test_with_cp_gives_same_outputs_and_gradients(arch, with_cp):
     torch.manual_seed(0)
     model = FishNet(arch, with_cp=False)
     model.init_weights()
-    model_cp = FishNet(arch, with_cp=True)
+    model_cp = FishNet(arch, with_cp=with_cp)
     model_cp.load_state_dict(model.state_dict())
     x = torch.rand(2, 3, 64, 32)
     grads = []
@@ -196,6 +197,42 @@ def test_with_cp_actually_checkpoints():
     model = FishNet('fishnet99', with_cp=True)
     blocks = [m for m in model.modules() if hasattr(m, 'with_cp')]
     assert blocks and all(b.with_cp for b in blocks)
+
+
+def _saved_tensor_count(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """How many tensors autograd keeps for the backward of ``model(x)`` (training mode)."""
+    count = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal count
+        count += 1
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return count
+
+
+def test_with_cp_stage_checkpoints_whole_stages():
+    """'stage': no block checkpoints itself, and autograd keeps only the stage checkpoints'
+    inputs (one or two per stage: trunk and transferred feature), far fewer than per block."""
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    kwargs = dict(out_norm=False)  # the output norms keep their own tensors: not counted here
+    by_stage = FishNet('fishnet99', with_cp='stage', **kwargs)
+    blocks = [m for m in by_stage.modules() if hasattr(m, 'with_cp') and m is not by_stage]
+    assert blocks and not any(b.with_cp for b in blocks)
+    plain, per_block = FishNet('fishnet99', **kwargs), FishNet('fishnet99', with_cp=True, **kwargs)
+    saved = {name: _saved_tensor_count(m, x) for name, m in
+             (('plain', plain), ('block', per_block), ('stage', by_stage))}  # fmt: skip
+    assert saved['stage'] < saved['block'] < saved['plain'], saved
+    assert saved['stage'] <= 2 * len(by_stage.stages()), saved
+
+
+@pytest.mark.parametrize('with_cp', ['blocks', 1, None])
+def test_with_cp_rejects_unknown_values(with_cp):
+    with pytest.raises(ValueError, match="'stage'"):
+        FishNet('fishnet99', with_cp=with_cp)
 
 
 def test_reference_initialisation():

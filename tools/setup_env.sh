@@ -4,15 +4,35 @@
 #   bash tools/setup_env.sh            # creates/reuses .venv in the repository root
 #   VENV=/path/to/env bash tools/setup_env.sh
 #   MMFISH_USE_CURRENT_PYTHON=1 bash tools/setup_env.sh   # install into the active python (conda, GPU box)
+#       (that is `python` on PATH, or PYTHON=/path/to/python)
 #
 # An already installed torch is kept (GPU users keep their CUDA build); otherwise torch==2.13.0 is
 # installed, which on these machines is the local CPU wheel. mmcv 2.1.0 is built from source with its
 # ops against that torch; pip caches the built wheel, so a second run takes seconds.
+#
+# GPU: FORCE_CUDA=1 builds mmcv's CUDA ops too. Then mmcv's source is unpacked into MMCV_BUILD_DIR
+# (default build/mmcv-2.1.0), patched with tools/patches/mmcv-2.1.0-*.patch (fixes for CUDA 13 and
+# newer torch) and built there; an interrupted build resumes where it stopped (ninja).
+#   TORCH_CUDA_ARCH_LIST=9.0   the GPU architectures to compile (default: the visible GPUs')
+#   MAX_JOBS=16                parallel compile jobs (default: all cores)
+# Offline (a machine without network):
+#   MMCV_SDIST=path/mmcv-2.1.0.tar.gz   mmcv's source archive, instead of downloading it
+#   MMFISH_WHEELS=dir                   install every other package from the wheels in dir, with no
+#                                       index and no dependency resolution: dir must hold every
+#                                       missing dependency (imports are checked at the end)
+#   MMFISH_SITE=dir                     install into dir (pip --target) instead of the environment,
+#                                       leaving the python untouched; use with PYTHONPATH=dir:<repo>
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+MMCV_VERSION=2.1.0
 MAX_JOBS="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+FORCE_CUDA="${FORCE_CUDA:-0}"
+MMFISH_WHEELS="${MMFISH_WHEELS:-}"
+MMFISH_SITE="${MMFISH_SITE:-}"
+MMCV_SDIST="${MMCV_SDIST:-}"
+MMCV_BUILD_DIR="${MMCV_BUILD_DIR:-$ROOT/build/mmcv-$MMCV_VERSION}"
 export MAX_JOBS
 
 step() { printf '\n==> [setup %s] %s\n' "$1" "$2"; CURRENT_STEP="$1: $2"; }
@@ -21,7 +41,7 @@ trap 'fail "command exited with status $? (see the output above)"' ERR
 
 step 1 "python environment"
 if [[ "${MMFISH_USE_CURRENT_PYTHON:-0}" == 1 ]]; then
-    PY="$(command -v python)"
+    PY="${PYTHON:-$(command -v python || command -v python3)}"
 else
     VENV="${VENV:-$ROOT/.venv}"
     if [[ ! -x "$VENV/bin/python" ]]; then
@@ -33,6 +53,21 @@ fi
     || fail "python >= 3.8 is required, found $("$PY" --version 2>&1)"
 echo "python: $PY ($("$PY" --version 2>&1))"
 PIP=("$PY" -m pip --disable-pip-version-check)
+INDEX=()  # where packages come from: PyPI (pip's configuration) or, offline, the wheels only
+if [[ -n "$MMFISH_WHEELS" ]]; then
+    [[ -d "$MMFISH_WHEELS" ]] || fail "MMFISH_WHEELS=$MMFISH_WHEELS is not a directory of wheels"
+    MMFISH_WHEELS="$(cd "$MMFISH_WHEELS" && pwd)"
+    INDEX=(--no-index --find-links "$MMFISH_WHEELS")
+    echo "offline: packages come from $MMFISH_WHEELS only"
+fi
+INSTALL=(install "${INDEX[@]}")
+if [[ -n "$MMFISH_SITE" ]]; then
+    mkdir -p "$MMFISH_SITE"
+    MMFISH_SITE="$(cd "$MMFISH_SITE" && pwd)"
+    INSTALL+=(--target "$MMFISH_SITE" --upgrade)
+    export PYTHONPATH="$MMFISH_SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+    echo "installing into $MMFISH_SITE (use it with PYTHONPATH=$PYTHONPATH)"
+fi
 
 installed() {  # installed NAME==VERSION  -> 0 if exactly that version is importable metadata-wise
     "$PY" - "$1" <<'PYEOF'
@@ -49,51 +84,199 @@ PYEOF
 
 step 2 "torch"
 if "$PY" -c 'import torch' 2>/dev/null; then
-    echo "keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+    echo "keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')"
 else
     # Pinned on purpose: an unpinned torch pulls a multi-GB CUDA build on CPU machines.
-    "${PIP[@]}" install "torch==${TORCH_VERSION}" || fail "pip could not install torch==${TORCH_VERSION}"
+    "${PIP[@]}" "${INSTALL[@]}" "torch==${TORCH_VERSION}" || fail "pip could not install torch==${TORCH_VERSION}"
+fi
+if [[ "$FORCE_CUDA" == 1 ]] && ! "$PY" -c 'import sys, torch; sys.exit(torch.version.cuda is None)'; then
+    fail "FORCE_CUDA=1 but the installed torch $("$PY" -c 'import torch; print(torch.__version__)') is not a CUDA build: install the CUDA torch you want first."
 fi
 
 step 3 "build requirements (numpy, setuptools<82, wheel, ninja)"
 if ! "$PY" -c 'import numpy, wheel, ninja, setuptools, pkg_resources; assert int(setuptools.__version__.split(".")[0]) < 82' 2>/dev/null; then
-    "${PIP[@]}" install -r "$ROOT/requirements/build.txt"
+    "${PIP[@]}" "${INSTALL[@]}" -r "$ROOT/requirements/build.txt"
 fi
 
-step 4 "mmcv 2.1.0 with ops, built against the installed torch"
-if installed mmcv==2.1.0 && "$PY" -c 'import mmcv.ops' 2>/dev/null; then
-    echo "mmcv 2.1.0 with ops already installed"
-else
-    echo "building mmcv from source (about 11 minutes on 2 cores the first time; cached afterwards)"
-    MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" "${PIP[@]}" install --no-build-isolation mmcv==2.1.0
+mmcv_ok() {  # mmcv 2.1.0 with its ops (and, under FORCE_CUDA=1, with its CUDA ops) imports
+    installed "mmcv==$MMCV_VERSION" && "$PY" - "$FORCE_CUDA" 2>/dev/null <<'PYEOF'
+import sys
+from mmcv.ops import get_compiling_cuda_version
+sys.exit(sys.argv[1] == '1' and get_compiling_cuda_version() == 'not available')
+PYEOF
+}
+
+cuda_build_env() {  # nvcc, its CUDA against torch's, cuBLAS headers and ninja for the CUDA build
+    local nvcc torch_cuda nvcc_cuda home
+    # The toolkit: CUDA_HOME, else /usr/local/cuda, else where nvcc is (an nvcc on PATH can be a
+    # wrapper script, whose folder is no toolkit: torch would then look in the wrong place).
+    for home in "${CUDA_HOME:-}" /usr/local/cuda \
+        "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /nonexistent)")")")"; do
+        if [[ -n "$home" && -x "$home/bin/nvcc" && -f "$home/include/cuda_runtime.h" ]]; then
+            export CUDA_HOME="$home"
+            break
+        fi
+    done
+    [[ -x "${CUDA_HOME:-}/bin/nvcc" ]] \
+        || fail "FORCE_CUDA=1 needs the CUDA toolkit (nvcc): set CUDA_HOME to its folder."
+    export PATH="$CUDA_HOME/bin:$PATH"
+    torch_cuda="$("$PY" -c 'import torch; print(torch.version.cuda)')"
+    nvcc_cuda="$(nvcc --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')"
+    echo "nvcc $nvcc_cuda ($CUDA_HOME), torch built with CUDA $torch_cuda"
+    [[ "${nvcc_cuda%%.*}" == "${torch_cuda%%.*}" ]] \
+        || fail "nvcc is CUDA $nvcc_cuda but torch was built with CUDA $torch_cuda: the major versions must match."
+    # torch's CUDA headers include cuBLAS/cuSPARSE/cuSOLVER; a pip-installed CUDA torch brings
+    # them in site-packages/nvidia/*/include while a runtime-only toolkit has none.
+    if [[ ! -f "$CUDA_HOME/include/cublas_v2.h" ]]; then
+        local inc
+        inc="$("$PY" - <<'PYEOF'
+import glob, os, site, sys
+roots = site.getsitepackages() + [site.getusersitepackages()] + sys.path
+hits = sorted({os.path.dirname(h) for r in roots for h in glob.glob(os.path.join(r, 'nvidia', '*', 'include', 'cublas_v2.h'))})
+dirs = []
+for h in hits:
+    dirs += [h] + sorted(d for d in glob.glob(os.path.join(os.path.dirname(os.path.dirname(h)), '*', 'include')) if d not in dirs)
+print(':'.join(dict.fromkeys(dirs)))
+PYEOF
+)"
+        [[ -n "$inc" ]] || fail "cublas_v2.h is in neither $CUDA_HOME/include nor a pip 'nvidia' package: install the CUDA toolkit's cuBLAS headers."
+        export CPATH="$inc${CPATH:+:$CPATH}"
+        echo "cuBLAS headers from $inc"
+    fi
+    # torch links the extension with -lcudart: a toolkit without the unversioned libcudart.so
+    # gets it from the pip package that a pip-installed CUDA torch depends on.
+    if [[ ! -e "$CUDA_HOME/lib64/libcudart.so" && ! -e "$CUDA_HOME/lib/libcudart.so" ]]; then
+        local cudart
+        cudart="$("$PY" - <<'PYEOF'
+import glob, os, site, sys
+roots = site.getsitepackages() + sys.path
+print(next(iter(sorted(h for r in roots for h in glob.glob(os.path.join(r, 'nvidia', '*', 'lib', 'libcudart.so.*')))), ''))
+PYEOF
+)"
+        [[ -n "$cudart" ]] || fail "no libcudart.so in $CUDA_HOME/lib64 nor in a pip 'nvidia' package"
+        mkdir -p "$MMCV_BUILD_DIR.lib"
+        ln -sf "$cudart" "$MMCV_BUILD_DIR.lib/libcudart.so"
+        export LIBRARY_PATH="$MMCV_BUILD_DIR.lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+        echo "linking against $cudart"
+    fi
+    # Without ninja on PATH torch compiles the ~140 files one at a time.
+    local ninja_bin
+    ninja_bin="$("$PY" -c 'import ninja, os; print(getattr(ninja, "BIN_DIR", os.path.join(os.path.dirname(ninja.__file__), "data", "bin")))' 2>/dev/null || true)"
+    [[ -n "$ninja_bin" ]] && export PATH="$PATH:$ninja_bin"
+    command -v ninja >/dev/null || fail "ninja is not on PATH: pip install ninja (else the build runs serially)."
+    if [[ -z "${TORCH_CUDA_ARCH_LIST:-}" ]]; then
+        echo "TORCH_CUDA_ARCH_LIST unset: torch compiles for the visible GPUs (or its default list)"
+    fi
+}
+
+mmcv_source() {  # unpack (once) and patch mmcv's sdist into MMCV_BUILD_DIR
+    if [[ -f "$MMCV_BUILD_DIR/.mmfish-patched" ]]; then
+        echo "reusing the patched source in $MMCV_BUILD_DIR"
+        return
+    fi
+    local sdist="$MMCV_SDIST" tmp
+    tmp="$(mktemp -d)"
+    if [[ -z "$sdist" ]]; then
+        "${PIP[@]}" download "${INDEX[@]}" --no-deps --no-binary :all: --no-build-isolation \
+            "mmcv==$MMCV_VERSION" -d "$tmp"
+        sdist="$tmp/mmcv-$MMCV_VERSION.tar.gz"
+    fi
+    [[ -f "$sdist" ]] || fail "mmcv source archive $sdist not found (MMCV_SDIST)"
+    tar -xzf "$sdist" -C "$tmp"
+    [[ -f "$tmp/mmcv-$MMCV_VERSION/setup.py" ]] || fail "$sdist is not mmcv $MMCV_VERSION's source archive"
+    rm -rf "$MMCV_BUILD_DIR"
+    mkdir -p "$(dirname "$MMCV_BUILD_DIR")"
+    mv "$tmp/mmcv-$MMCV_VERSION" "$MMCV_BUILD_DIR"
+    rm -rf "$tmp"
+    for patch in "$ROOT"/tools/patches/mmcv-"$MMCV_VERSION"-*.patch; do
+        [[ -f "$patch" ]] || continue
+        echo "applying $(basename "$patch")"
+        "$PY" "$ROOT/tools/patches/apply_patch.py" "$patch" "$MMCV_BUILD_DIR" \
+            || fail "patch $patch does not apply to mmcv $MMCV_VERSION's source"
+    done
+    touch "$MMCV_BUILD_DIR/.mmfish-patched"
+}
+
+install_runtime() {  # mmengine, mmdet, pycocotools (and, offline, every wheel given)
+    if [[ -n "$MMFISH_WHEELS" ]]; then
+        # No resolver offline: mmengine's metadata asks for opencv-python even where the
+        # headless build is installed. Every wheel in the directory is installed as it is.
+        shopt -s nullglob
+        local wheels=("$MMFISH_WHEELS"/*.whl)
+        shopt -u nullglob
+        (( ${#wheels[@]} )) || fail "no wheels in MMFISH_WHEELS=$MMFISH_WHEELS"
+        "${PIP[@]}" "${INSTALL[@]}" --no-deps "${wheels[@]}"
+    elif installed mmengine==0.10.7 && installed mmdet==3.3.0 && installed pycocotools; then
+        echo "already installed"
+    else
+        "${PIP[@]}" "${INSTALL[@]}" -r "$ROOT/requirements/runtime.txt"
+    fi
+}
+
+if [[ -n "$MMFISH_WHEELS" ]]; then
+    # Offline, mmcv's own dependencies (mmengine, addict, yapf) come from the wheels: install
+    # them first, so that a built mmcv imports and is recognised on a rerun.
+    step 3b "wheels from $MMFISH_WHEELS (mmengine, mmdet, pycocotools and their dependencies)"
+    install_runtime
 fi
-"$PY" -c 'import mmcv.ops' || fail "'import mmcv.ops' fails after the build: mmcv was built without its ops. \
-Uninstall it, clear its cached wheel (pip cache remove mmcv) and rerun with torch importable."
+
+step 4 "mmcv $MMCV_VERSION with ops, built against the installed torch"
+if mmcv_ok; then
+    echo "mmcv $MMCV_VERSION with ops already installed"
+elif [[ "$FORCE_CUDA" != 1 && -z "$MMCV_SDIST" ]]; then
+    echo "building mmcv from source (about 11 minutes on 2 cores the first time; cached afterwards)"
+    MMCV_WITH_OPS=1 FORCE_CUDA=0 "${PIP[@]}" "${INSTALL[@]}" --no-build-isolation "mmcv==$MMCV_VERSION"
+else
+    [[ "$FORCE_CUDA" == 1 ]] && cuda_build_env
+    mmcv_source
+    echo "building mmcv with FORCE_CUDA=$FORCE_CUDA, MAX_JOBS=$MAX_JOBS, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-} in $MMCV_BUILD_DIR"
+    build_start=$(date +%s)
+    # The wheel is built in the source tree (build/: ninja's objects, so that an interrupted
+    # build resumes) and kept in dist/ for machines like this one.
+    rm -rf "$MMCV_BUILD_DIR/dist"
+    MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" "${PIP[@]}" wheel "${INDEX[@]}" --no-build-isolation --no-deps \
+        -w "$MMCV_BUILD_DIR/dist" "$MMCV_BUILD_DIR"
+    echo "mmcv build took $(( $(date +%s) - build_start )) s"
+    NO_DEPS=()
+    [[ -n "$MMFISH_WHEELS" ]] && NO_DEPS=(--no-deps)  # its dependencies came with the wheels
+    "${PIP[@]}" "${INSTALL[@]}" "${NO_DEPS[@]}" "$MMCV_BUILD_DIR"/dist/mmcv-"$MMCV_VERSION"-*.whl
+fi
 
 step 5 "mmengine, mmdet, pycocotools"
-if installed mmengine==0.10.7 && installed mmdet==3.3.0 && installed pycocotools; then
-    echo "already installed"
+if [[ -n "$MMFISH_WHEELS" ]]; then
+    echo "installed from the wheels at step 3b"
 else
-    "${PIP[@]}" install -r "$ROOT/requirements/runtime.txt"
+    install_runtime
 fi
+mmcv_ok || fail "'import mmcv.ops' fails after the build: mmcv was built without its ops$([[ "$FORCE_CUDA" == 1 ]] && echo ' (or without CUDA)'). \
+Uninstall it, clear its cached wheel (pip cache remove mmcv) and rerun with torch importable."
 
 step 6 "mmfish (editable) and the test tools"
-if "$PY" -c 'import mmfish, pytest, ruff, pytorchcv' 2>/dev/null && [[ "$("$PY" -c 'import mmfish, os; print(os.path.dirname(os.path.dirname(mmfish.__file__)))')" == "$ROOT" ]]; then
+if [[ -n "$MMFISH_SITE" ]]; then
+    echo "mmfish is used from $ROOT through PYTHONPATH"
+    "$PY" -c 'import pytest' 2>/dev/null || "${PIP[@]}" "${INSTALL[@]}" pytest
+elif "$PY" -c 'import mmfish, pytest, ruff, pytorchcv' 2>/dev/null && [[ "$("$PY" -c 'import mmfish, os; print(os.path.dirname(os.path.dirname(mmfish.__file__)))')" == "$ROOT" ]]; then
     echo "already installed"
 else
     "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
-    "${PIP[@]}" install -r "$ROOT/requirements/tests.txt"
-    # pytorchcv without its declared torchvision dependency (see the file).
-    "${PIP[@]}" install --no-deps -r "$ROOT/requirements/tests-no-deps.txt"
+    if [[ -n "$MMFISH_WHEELS" ]] && "$PY" -c 'import pytest' 2>/dev/null; then
+        echo "offline: keeping the installed pytest"
+    else
+        "${PIP[@]}" install -r "$ROOT/requirements/tests.txt"
+        # pytorchcv without its declared torchvision dependency (see the file).
+        "${PIP[@]}" install --no-deps -r "$ROOT/requirements/tests-no-deps.txt"
+    fi
 fi
 
 step 7 "check"
 "$PY" - <<'PYEOF' || fail "the installed stack does not import"
 import torch, mmcv, mmcv.ops, mmengine, mmdet, pycocotools, mmfish
+from mmcv.ops import get_compiling_cuda_version
 from mmdet.registry import MODELS
 print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, "
-      f"mmdet {mmdet.__version__}, mmfish {mmfish.__version__}")
+      f"mmdet {mmdet.__version__}, mmfish {mmfish.__version__}; "
+      f"mmcv ops CUDA: {get_compiling_cuda_version()}; GPU: {torch.cuda.is_available()}")
 PYEOF
 trap - ERR
 echo
-echo "environment ready: $PY"
+echo "environment ready: $PY${MMFISH_SITE:+ with PYTHONPATH=$PYTHONPATH}"

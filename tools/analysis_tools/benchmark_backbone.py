@@ -8,7 +8,8 @@ ResNet-50 in the same format, precision and mode, and speed-ups over the referen
 
 Models: ``fishnet99``, ``fishnet150``, ``fishnet201``, ``resnet50``, ``resnet101`` (mmdet's),
 ``reference-fishnet150`` (etc., with ``--reference-root``); a suffix ``+cp`` turns on gradient
-checkpointing (``with_cp``), ``+fused`` folds conv-BN pairs with ``mmcv.cnn.fuse_conv_bn``
+checkpointing (``with_cp``), ``+cps`` FishNet's whole-stage checkpointing (``with_cp='stage'``),
+``+fused`` folds conv-BN pairs with ``mmcv.cnn.fuse_conv_bn``
 (inference only), ``+cls`` runs a FishNet as the reference network does: the 1000-class
 classifier (``num_classes=1000, out_norm=False``, :meth:`FishNet.classify`), the same
 computation as a ``reference-`` row.
@@ -31,6 +32,17 @@ Conventions:
 - Modes: ``fwd`` is eval mode under ``torch.no_grad()``; ``fwd+bwd`` is train mode, a loss on
   all outputs (sum of means), and its backward. With ``--detector``: Mask R-CNN inference
   (``predict``) and a train step (``loss`` and backward).
+- Precisions: ``fp32``, or autocast to ``bf16`` / ``fp16`` around the whole step. On CUDA the
+  fp32 rows use TF32 tensor cores for convolutions and matrix products unless ``--no-tf32``
+  (the Markdown table then says ``tf32``). With ``--detector``, ``fp16`` autocasts the whole
+  detector (mmdet's ``--amp``), while ``bf16`` autocasts the backbone and neck only and runs the
+  heads in fp32 (mmfish's ``PartialAmpOptimWrapper``): mmcv 2.1.0's RoIAlign has no bf16
+  kernel.
+- Timing: each step is synchronised wall time (``torch.cuda.synchronize`` before and after on
+  CUDA), so a host-bound step counts its host time. On CUDA the peak is measured with an
+  8192x8192 matrix product (2048 on CPU). cuDNN picks its convolution algorithms by its
+  heuristics, as in mmdet's training (its configs set ``cudnn_benchmark=False``), unless
+  ``--cudnn-benchmark`` lets it time them (at each new shape: a longer warm-up).
 
 Examples::
 
@@ -79,17 +91,18 @@ from mmengine.logging import MMLogger
 from mmengine.structures import InstanceData
 
 import mmfish  # noqa: F401  (registers FishNet in mmdet's registry)
+from mmfish.engine.optimizers.amp import partial_autocast
 
 FISHNETS = ('fishnet99', 'fishnet150', 'fishnet201')
 RESNETS = {'resnet50': 50, 'resnet101': 101}
 REFERENCE_PREFIX = 'reference-'
-SUFFIXES = ('+cp', '+fused', '+cls')
+SUFFIXES = ('+cp', '+cps', '+fused', '+cls')
 KNOWN_MODELS = (*FISHNETS, *RESNETS)
 # The defaults run in a few minutes on 2 CPU threads; name the others to add them.
 DEFAULT_MODELS = ('fishnet150', 'resnet50')
 DEFAULT_SHAPES = ('224x224:8', '800x1216:1')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-MATMUL_SIZE = 2048
+MATMUL_SIZES = {'cpu': 2048, 'cuda': 8192}
 BASELINE = 'resnet50'
 REFERENCE_BASELINE = 'reference-fishnet150'
 DETECTOR_CONFIG = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
@@ -101,6 +114,7 @@ class ModelSpec:
 
     base: str
     with_cp: bool = False
+    cp_stages: bool = False
     fused: bool = False
     classifier: bool = False
 
@@ -113,6 +127,7 @@ class ModelSpec:
         return cls(
             base,
             with_cp='cp' in suffixes,
+            cp_stages='cps' in suffixes,
             fused='fused' in suffixes,
             classifier='cls' in suffixes,
         )
@@ -216,6 +231,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
     parser.add_argument('--device', default='auto', help='cpu, cuda or auto (cuda if present)')
+    parser.add_argument(
+        '--cudnn-benchmark',
+        action='store_true',
+        help='CUDA: let cuDNN time its algorithms for each new shape (torch.backends.cudnn.'
+        "benchmark; mmdet's configs leave it off)",
+    )
+    parser.add_argument(
+        '--no-tf32',
+        dest='tf32',
+        action='store_false',
+        help='CUDA: full fp32 in the fp32 rows (default: TF32 tensor cores, as torch does for '
+        'convolutions)',
+    )
     parser.add_argument('--repeat', type=int, default=3, help='timed repetitions per case')
     parser.add_argument('--warmup', type=int, default=1, help='untimed repetitions per case')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
@@ -260,7 +288,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                 parser.error(f'unknown reference model {name!r}')
             if not args.reference_root:
                 parser.error(f'{name} needs --reference-root')
-            if spec.with_cp or spec.classifier:
+            if spec.with_cp or spec.cp_stages or spec.classifier:
                 parser.error(
                     f'{name}: the reference has no gradient checkpointing and is a '
                     'classifier already'
@@ -269,6 +297,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f'unknown model {name!r}: valid are {list(KNOWN_MODELS)}')
         if spec.classifier and (args.detector or spec.base not in FISHNETS):
             parser.error(f'{name}: +cls is for a FishNet backbone benchmark')
+        if spec.cp_stages and (spec.with_cp or spec.base not in FISHNETS):
+            parser.error(f'{name}: +cps (whole-stage checkpointing) is for a FishNet, without +cp')
     if args.detector and any(ModelSpec.parse(m).reference_arch for m in models):
         warnings.warn(
             '--detector: the reference returns logits, not features; it is skipped', stacklevel=2
@@ -303,7 +333,7 @@ def backbone_cfg(spec: ModelSpec, memory_format: str) -> dict:
         cfg = dict(
             type='FishNet',
             arch=spec.base,
-            with_cp=spec.with_cp,
+            with_cp='stage' if spec.cp_stages else spec.with_cp,
             channels_last=memory_format == 'channels_last',
         )
         if spec.classifier:
@@ -442,19 +472,25 @@ def detector_batch(height: int, width: int, batch: int, device: torch.device, se
     return dict(inputs=inputs, data_samples=samples)
 
 
+def detector_autocast(model: nn.Module, precision: str):
+    """fp16: the whole detector (mmdet's ``--amp``); bf16: backbone and neck, heads in fp32."""
+    if precision == 'bf16':
+        return partial_autocast(model, DTYPES[precision])
+    return autocast(next(model.parameters()).device, precision)
+
+
 def detector_step(model: nn.Module, data: dict, mode: str, precision: str) -> Callable[[], None]:
     """Inference (``fwd``: predict, no grad) or a train step (``fwd+bwd``: loss, backward)."""
-    device = next(model.parameters()).device
 
     def predict() -> None:
         set_mode(model, False)
-        with torch.no_grad(), autocast(device, precision):
+        with torch.no_grad(), detector_autocast(model, precision):
             model(**model.data_preprocessor(data, False), mode='predict')
 
     def train_step() -> None:
         set_mode(model, True)
         model.zero_grad(set_to_none=True)
-        with autocast(device, precision):
+        with detector_autocast(model, precision):
             losses = model(**model.data_preprocessor(data, True), mode='loss')
         loss, _ = model.parse_losses(losses)
         loss.backward()
@@ -476,9 +512,14 @@ def make_step(
     return backbone_step(model, x, case.mode, case.precision)
 
 
+def matmul_size(device: torch.device) -> int:
+    return MATMUL_SIZES.get(device.type, MATMUL_SIZES['cpu'])
+
+
 def matmul_step(precision: str, device: torch.device) -> Callable[[], None]:
-    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device).to(DTYPES[precision])
-    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device).to(DTYPES[precision])
+    n = matmul_size(device)
+    a = torch.randn(n, n, device=device).to(DTYPES[precision])
+    b = torch.randn(n, n, device=device).to(DTYPES[precision])
     return lambda: torch.matmul(a, b)
 
 
@@ -640,7 +681,9 @@ def cases_for(args: argparse.Namespace) -> List[Case]:
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
     cases = cases_for(args)
     precisions = list(dict.fromkeys(args.precision + ['fp32']))
     results: List[Result] = []
@@ -655,7 +698,8 @@ def run(args: argparse.Namespace) -> dict:
             steps[('matmul', precision)] = matmul_step(precision, device)
         times = round_robin(steps, args.warmup, args.repeat, device)
         for precision in precisions:
-            peak = 2 * MATMUL_SIZE**3 / min(times[('matmul', precision)]) / 1e9  # best of the run
+            n = matmul_size(device)
+            peak = 2 * n**3 / min(times[('matmul', precision)]) / 1e9  # best of the run
             matmul_peaks[precision] = max(matmul_peaks.get(precision, 0.0), peak)
         for case in cases:
             result = Result(**asdict(case), height=h, width=w, batch=b, times_s=times[case])
@@ -686,6 +730,9 @@ def run(args: argparse.Namespace) -> dict:
             repeat=args.repeat,
             warmup=args.warmup,
             detector=args.detector,
+            matmul_size=matmul_size(device),
+            tf32=device.type == 'cuda' and args.tf32,
+            cudnn_benchmark=device.type == 'cuda' and args.cudnn_benchmark,
             command=' '.join(['python', os.path.relpath(__file__)] + sys.argv[1:]),
             flops_convention='FlopAnalyzer MACs at batch 1 (one multiply-accumulate = 1 FLOP); '
             'GFLOP/s = 2 x MACs x batch / time, fwd+bwd counted as 3 x fwd',
@@ -746,7 +793,11 @@ def machine_info(device: torch.device, threads: int) -> dict:
         torch=torch.__version__,
     )
     if device.type == 'cuda':
+        props = torch.cuda.get_device_properties(device)
         info['gpu'] = torch.cuda.get_device_name(device)
+        info['gpu_memory_gib'] = round(props.total_memory / 2**30, 1)
+        info['cuda'] = torch.version.cuda
+        info['cudnn'] = torch.backends.cudnn.version()
         info['cudnn_allow_tf32'] = torch.backends.cudnn.allow_tf32
         info['matmul_allow_tf32'] = torch.backends.cuda.matmul.allow_tf32
     return info
@@ -764,23 +815,50 @@ def cpu_model_name() -> str:
 
 
 # ------------------------------------------------------------------------------------- report
+def precision_label(precision: str, settings: dict) -> str:
+    """``tf32`` for the fp32 rows of a CUDA run with TF32 on; else the precision."""
+    return 'tf32' if precision == 'fp32' and settings.get('tf32') else precision
+
+
 def markdown(report: dict) -> str:
     """The results as a Markdown table, with the run's settings above it."""
     m, s = report['machine'], report['settings']
     peaks = ', '.join(f'{k} {v:.0f}' for k, v in report['matmul_peak_gflops'].items())
     what = 'Mask R-CNN (fwd: inference, fwd+bwd: train step)' if s['detector'] else 'Backbone'
+    size = s.get('matmul_size', MATMUL_SIZES['cpu'])
+    gpu = ''
+    if 'gpu' in m:
+        gpu = f', {m["gpu"]} ({m["gpu_memory_gib"]} GiB, CUDA {m["cuda"]}, cuDNN {m["cudnn"]})'
     lines = [
-        f'Machine: {m["cpu"]}{", " + m["gpu"] if "gpu" in m else ""}; device {m["device"]}, '
-        f'{m["threads"]} threads; torch {m["torch"]}.',
+        f'Machine: {m["cpu"]}{gpu}; device {m["device"]}, {m["threads"]} threads; '
+        f'torch {m["torch"]}.',
         f'Command: `{s["command"]}`',
         f'{what}; medians (and minima) of {s["repeat"]} round-robin repetitions after '
         f'{s["warmup"]} warm-up; ratios from medians (and from minima). Matrix-product peak '
-        f'({MATMUL_SIZE}x{MATMUL_SIZE}), GFLOP/s: {peaks}.',
+        f'({size}x{size}), GFLOP/s: {peaks}.',
         f'FLOPs: {s["flops_convention"]}. Memory: {s["memory_method"]}.',
+    ]
+    if s.get('tf32'):
+        lines.append('tf32: fp32 tensors, TF32 tensor cores for convolutions and matrix products.')
+    if m['device'].startswith('cuda'):
+        lines.append(
+            'cuDNN algorithms: '
+            + (
+                'timed per shape (cudnn.benchmark).'
+                if s.get('cudnn_benchmark')
+                else "cuDNN's heuristics (cudnn.benchmark off, as in mmdet's configs)."
+            )
+        )
+    if s['detector'] and 'bf16' in s['precisions']:
+        lines.append(
+            'Detector bf16: backbone and neck under bf16 autocast, heads in fp32 '
+            "(mmcv's RoIAlign has no bf16 kernel); fp16: the whole detector (mmdet's --amp)."
+        )
+    lines += [
         '',
-        '| model | format | prec. | input | mode | ms/img | (min) | x R-50 | (min) '
+        '| model | format | prec. | input | mode | ms/step | ms/img | (min) | x R-50 | (min) '
         '| speed-up vs ref. | (min) | GFLOP/s | % peak | peak MiB | params (M) | GMACs/img |',
-        '|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+        '|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
     ]
 
     def fmt(value: Optional[float], spec: str, scale: float = 1.0) -> str:
@@ -789,7 +867,8 @@ def markdown(report: dict) -> str:
     for r in report['results']:
         lines.append(
             f'| {r["model"]} | {r["memory_format"].replace("channels_last", "NHWC")} '
-            f'| {r["precision"]} | {r["height"]}x{r["width"]} b{r["batch"]} | {r["mode"]} '
+            f'| {precision_label(r["precision"], s)} | {r["height"]}x{r["width"]} b{r["batch"]} '
+            f'| {r["mode"]} | {fmt(r["median_s"], ".1f", 1e3)} '
             f'| {fmt(r["ms_per_image"], ".1f")} | {fmt(r["ms_per_image_min"], ".1f")} '
             f'| {fmt(r["ratio_to_resnet50"], ".2f")} | {fmt(r["ratio_to_resnet50_min"], ".2f")} '
             f'| {fmt(r["speedup_over_reference"], ".2f")} '

@@ -1,5 +1,17 @@
-"""Optimizer wrappers: CPU mixed precision."""
+"""Optimizer wrappers: mixed precision for the backbone and neck (CPU bf16, GPU bf16)."""
 
-from .amp import CPUAmpOptimWrapper, configure_amp, cpu_autocast
+from .amp import (
+    CPUAmpOptimWrapper,
+    PartialAmpOptimWrapper,
+    configure_amp,
+    cpu_autocast,
+    partial_autocast,
+)
 
-__all__ = ['CPUAmpOptimWrapper', 'configure_amp', 'cpu_autocast']
+__all__ = [
+    'CPUAmpOptimWrapper',
+    'PartialAmpOptimWrapper',
+    'configure_amp',
+    'cpu_autocast',
+    'partial_autocast',
+]

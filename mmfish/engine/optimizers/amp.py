@@ -6,6 +6,11 @@ mmcv's CPU kernels (NMS, RoIAlign) accept only fp32, so on a CPU ``--amp`` runs 
 the neck, where nearly all the FLOPs are, under bf16 autocast and hands their outputs to the
 heads in fp32 (:class:`CPUAmpOptimWrapper`, :func:`cpu_autocast`). bf16 has fp32's exponent
 range, so no loss scaling is needed.
+
+The same partial autocast serves bf16 training on a GPU (:class:`PartialAmpOptimWrapper`): mmcv
+2.1.0's CUDA RoIAlign has no bf16 kernel, so autocasting the whole detector to bf16 (mmengine's
+``AmpOptimWrapper(dtype='bfloat16')``) cannot reach the heads, while the backbone and neck can.
+Autocast follows the model's device: CPU autocast for a CPU model, CUDA autocast for a CUDA one.
 """
 
 import functools
@@ -31,12 +36,19 @@ def _to_float(out: Any) -> Any:
     return out
 
 
+def _device_type(module: nn.Module) -> str:
+    """``'cuda'``, ``'cpu'``...: where the module's parameters live (CPU if it has none)."""
+    param = next(module.parameters(), None)
+    return 'cpu' if param is None else param.device.type
+
+
 def _autocast_forward(module: nn.Module, dtype: torch.dtype):
     forward = module.forward
+    device_type = _device_type(module)
 
     @functools.wraps(forward)
     def wrapped(*args, **kwargs):
-        with torch.autocast('cpu', dtype=dtype):
+        with torch.autocast(device_type, dtype=dtype):
             out = forward(*args, **kwargs)
         return _to_float(out)
 
@@ -44,12 +56,15 @@ def _autocast_forward(module: nn.Module, dtype: torch.dtype):
 
 
 @contextmanager
-def cpu_autocast(
+def partial_autocast(
     model: nn.Module,
     dtype: torch.dtype = torch.bfloat16,
     module_names: Sequence[str] = AUTOCAST_MODULES,
 ) -> Iterator[None]:
-    """Run ``model``'s named submodules under CPU autocast; their outputs come back in fp32."""
+    """Run ``model``'s named submodules under autocast; their outputs come back in fp32.
+
+    The autocast device is each submodule's: CPU autocast on a CPU, CUDA autocast on a GPU.
+    """
     model = getattr(model, 'module', model)  # unwrap DDP
     patched = []
     for name in module_names:
@@ -64,9 +79,15 @@ def cpu_autocast(
             del module.forward  # back to the class's forward
 
 
+cpu_autocast = partial_autocast  # the name tools/test.py and older code use
+
+
 @OPTIM_WRAPPERS.register_module()
-class CPUAmpOptimWrapper(OptimWrapper):
-    """``OptimWrapper`` with CPU autocast (bf16) for the backbone and neck.
+class PartialAmpOptimWrapper(OptimWrapper):
+    """``OptimWrapper`` with autocast (bf16) for the backbone and neck only, heads in fp32.
+
+    On a CPU it is what ``--amp`` uses; on a GPU it is the bf16 route (mmcv's CUDA RoIAlign has
+    no bf16 kernel): ``optim_wrapper=dict(type='PartialAmpOptimWrapper', dtype='bfloat16')``.
 
     Args:
         dtype: Autocast dtype, ``'bfloat16'`` (or a ``torch.dtype``).
@@ -86,10 +107,15 @@ class CPUAmpOptimWrapper(OptimWrapper):
 
     @contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
-        with super().optim_context(model), cpu_autocast(
+        with super().optim_context(model), partial_autocast(
             model, self.cast_dtype, self.autocast_modules
         ):
             yield
+
+
+@OPTIM_WRAPPERS.register_module()
+class CPUAmpOptimWrapper(PartialAmpOptimWrapper):
+    """:class:`PartialAmpOptimWrapper` under the name ``--amp`` writes on a CPU."""
 
 
 def configure_amp(cfg: Config) -> None:

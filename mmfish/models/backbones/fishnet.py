@@ -188,9 +188,12 @@ class FishNet(BaseModule):
         norm_cfg: Norm layers (BN, SyncBN, GN with ``num_groups`` dividing 80, 208, 400...).
         conv_cfg: Conv layers; None is ``nn.Conv2d``.
         norm_eval: Keep norm layers in eval mode (frozen statistics) while training.
-        with_cp: Gradient checkpointing in the stem and every residual block: their activations
-            are recomputed in backward instead of kept. Same results; at 800x1216 fishnet150
-            trains in about half the memory (README, "Speed").
+        with_cp: Gradient checkpointing in the stem and every residual block (``True`` or
+            ``'block'``): their activations are recomputed in backward instead of kept. Same
+            results; at 800x1216 fishnet150 trains in about half the memory (README, "Speed").
+            ``'stage'`` checkpoints the stem and each whole stage instead (tail, bridge, body and
+            head stages): a tenth as many checkpoints, for GPUs, where each one costs host time;
+            backward then holds one stage's activations at a time.
         channels_last: Run the network in the channels-last (NHWC) memory format: on CPUs
             (oneDNN) and GPU tensor cores its convolutions are much faster (README, "Speed").
             Inputs are converted; the returned features are NCHW-contiguous whatever this says,
@@ -269,7 +272,7 @@ class FishNet(BaseModule):
         norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
         conv_cfg: OptConfigType = None,
         norm_eval: bool = False,
-        with_cp: bool = False,
+        with_cp: Union[bool, str] = False,
         channels_last: bool = True,
         init_cfg: OptMultiConfig = None,
     ) -> None:
@@ -285,6 +288,11 @@ class FishNet(BaseModule):
             )
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f'num_classes must be None or a positive int, got {num_classes!r}')
+        if not (isinstance(with_cp, bool) or with_cp in ('block', 'stage')):
+            raise ValueError(
+                f"with_cp must be False, True (or 'block': every block) or 'stage' (every "
+                f'stage), got {with_cp!r}'
+            )
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.frozen_stages = frozen_stages
@@ -297,7 +305,10 @@ class FishNet(BaseModule):
         last = NUM_FEATURES - 1 if num_classes is not None else max(self.out_indices)
         arch_cfg = self.arch
         block_kwargs = dict(
-            norm_cfg=norm_cfg, conv_cfg=conv_cfg, with_cp=with_cp, groups=arch_cfg['groups']
+            norm_cfg=norm_cfg,
+            conv_cfg=conv_cfg,
+            with_cp=with_cp in (True, 'block'),
+            groups=arch_cfg['groups'],
         )
         mid = self._mid_channels
         self.feature_info: List[dict] = []
@@ -501,27 +512,33 @@ class FishNet(BaseModule):
         self._check_input(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        features = [self._stem_forward(x)]
-        for stage in self.tail:
-            features.append(stage(features[-1]))
-        if self.bridge is not None:
-            features.append(self.bridge(features[-1]))
-        for stage, source in zip(self.body, BODY_TRANSFER_SOURCES):
-            features.append(stage(features[-1], features[source]))
-        for stage, source in zip(self.head, HEAD_TRANSFER_SOURCES):
-            features.append(stage(features[-1], features[source]))
-        return features
-
-    def _stem_forward(self, x: torch.Tensor) -> torch.Tensor:
         # The stem works at half the input resolution: at detection sizes its activations are
         # the largest in the network, so checkpointing it saves more than any block.
+        features = [self._run(self.stem, x, checkpoint=bool(self.with_cp))]
+        by_stage = self.with_cp == 'stage'
+        for stage in self.tail:
+            features.append(self._run(stage, features[-1], checkpoint=by_stage))
+        if self.bridge is not None:
+            features.append(self._run(self.bridge, features[-1], checkpoint=by_stage))
+        for stage, source in zip(self.body, BODY_TRANSFER_SOURCES):
+            features.append(self._run(stage, features[-1], features[source], checkpoint=by_stage))
+        for stage, source in zip(self.head, HEAD_TRANSFER_SOURCES):
+            features.append(self._run(stage, features[-1], features[source], checkpoint=by_stage))
+        return features
+
+    @staticmethod
+    def _run(module: nn.Module, *inputs: torch.Tensor, checkpoint: bool) -> torch.Tensor:
+        """``module(*inputs)``, checkpointed when asked and something needs a gradient."""
         if (
-            self.with_cp
+            checkpoint
             and torch.is_grad_enabled()
-            and (x.requires_grad or any(p.requires_grad for p in self.stem.parameters()))
+            and (
+                any(t.requires_grad for t in inputs)
+                or any(p.requires_grad for p in module.parameters())
+            )
         ):
-            return cp.checkpoint(self.stem, x, use_reentrant=False)
-        return self.stem(x)
+            return cp.checkpoint(module, *inputs, use_reentrant=False)
+        return module(*inputs)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Return the features named by ``out_indices``, as a tuple of NCHW-contiguous tensors."""
