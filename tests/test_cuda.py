@@ -42,20 +42,31 @@ register_all_modules()
 
 
 def mmcv_cuda_ops() -> str:
-    """Why mmcv's CUDA ops are unusable, or '' when they work."""
+    """Why mmcv's CUDA ops are unusable, or '' when they work.
+
+    Runs a CUDA RoIAlign rather than asking ``get_compiling_cuda_version()``: that call (a C++
+    function returning a string) crashed the process with mmcv 2.1.0 built against torch 2.11
+    + CUDA 13 on the H200 (README, "On a GPU machine"), while the ops themselves worked.
+    """
+    if not CUDA:
+        return 'needs a CUDA GPU (torch sees none)'
     try:
-        from mmcv.ops import get_compiling_cuda_version
+        from mmcv.ops import roi_align
     except ImportError as e:
         return f'mmcv.ops does not import ({e})'
-    if get_compiling_cuda_version() == 'not available':
-        return 'mmcv was built without CUDA ops (FORCE_CUDA=1 bash tools/setup_env.sh builds them)'
+    try:
+        roi_align(
+            torch.ones(1, 1, 4, 4, device='cuda'),
+            torch.tensor([[0.0, 0.0, 0.0, 3.0, 3.0]], device='cuda'),
+            (2, 2),
+        )
+    except (RuntimeError, NotImplementedError) as e:
+        return f'mmcv has no CUDA ops ({e}); FORCE_CUDA=1 bash tools/setup_env.sh builds them'
     return ''
 
 
-needs_mmcv_cuda = pytest.mark.skipif(
-    not CUDA or bool(mmcv_cuda_ops()),
-    reason='needs a CUDA GPU (torch sees none)' if not CUDA else mmcv_cuda_ops(),
-)
+_MMCV_CUDA_PROBLEM = mmcv_cuda_ops()
+needs_mmcv_cuda = pytest.mark.skipif(bool(_MMCV_CUDA_PROBLEM), reason=_MMCV_CUDA_PROBLEM)
 
 
 @contextmanager
