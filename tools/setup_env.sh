@@ -70,8 +70,9 @@ fi
 "$PY" -c 'import mmcv.ops' || fail "'import mmcv.ops' fails after the build: mmcv was built without its ops. \
 Uninstall it, clear its cached wheel (pip cache remove mmcv) and rerun with torch importable."
 
-step 5 "mmengine, mmdet, pycocotools"
-if installed mmengine==0.10.7 && installed mmdet==3.3.0 && installed pycocotools; then
+step 5 "mmengine, mmdet, pycocotools, mmsegmentation (+ ftfy, regex)"
+if installed mmengine==0.10.7 && installed mmdet==3.3.0 && installed pycocotools \
+    && installed mmsegmentation==1.2.2 && installed ftfy==6.3.1 && installed regex==2026.11.19; then
     echo "already installed"
 else
     "${PIP[@]}" install -r "$ROOT/requirements/runtime.txt"
@@ -87,10 +88,10 @@ fi
 
 step 7 "check"
 "$PY" - <<'PYEOF' || fail "the installed stack does not import"
-import torch, mmcv, mmcv.ops, mmengine, mmdet, pycocotools, mmfish
+import torch, mmcv, mmcv.ops, mmengine, mmdet, pycocotools, mmseg, mmseg.models, mmfish
 from mmdet.registry import MODELS
 print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, "
-      f"mmdet {mmdet.__version__}, mmfish {mmfish.__version__}")
+      f"mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmfish {mmfish.__version__}")
 PYEOF
 trap - ERR
 echo

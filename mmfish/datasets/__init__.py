@@ -1,3 +1,3 @@
-from .shapes import SHAPES_CLASSES, generate_shapes_coco
+from .shapes import SHAPES_CLASSES, SHAPES_SEG_CLASSES, generate_shapes_coco
 
-__all__ = ['SHAPES_CLASSES', 'generate_shapes_coco']
+__all__ = ['SHAPES_CLASSES', 'SHAPES_SEG_CLASSES', 'generate_shapes_coco']
