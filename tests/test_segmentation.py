@@ -220,12 +220,11 @@ def demo_cfg(data_root: str, config: str = DEMO_CONFIG) -> Config:
 
 
 def test_mmseg_reads_the_label_maps(seg_shapes):
-    from mmseg.datasets import BaseSegDataset
+    from mmseg.registry import DATASETS
 
     cfg = demo_cfg(seg_shapes)
-    ds_cfg = dict(cfg.train_dataloader.dataset)
-    ds_cfg.pop('type')
-    dataset = BaseSegDataset(**ds_cfg)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
     assert len(dataset) == 8
     assert dataset.metainfo['classes'] == SHAPES_SEG_CLASSES
     item = dataset[0]

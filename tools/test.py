@@ -4,8 +4,8 @@
         [--tta] [--amp] [--cfg-options k=v ...] [--launcher pytorch|slurm]
 
 Segmentation configs (``default_scope='mmseg'``) take the same flags: ``--out`` dumps the data
-samples (with ``pred_sem_seg``) to a .pkl file, ``--show-dir`` saves ground truth beside
-prediction under ``<work_dir>/<timestamp>/<show_dir>/vis_image/``, ``--tta`` uses the config's
+samples (with ``pred_sem_seg``) to a .pkl file, ``--show-dir DIR`` saves ground truth beside
+prediction under ``DIR/vis_data/vis_image/`` (mmseg's convention), ``--tta`` uses the config's
 ``tta_model`` / ``tta_pipeline`` (mmseg's: multi-scale and flip).
 
 ``--amp`` runs inference under autocast: bf16 on a CPU, fp16 on a GPU.

@@ -1,13 +1,13 @@
 """Check semantic-segmentation data before a run, with errors that name the file and the fix.
 
-MMSegmentation 1.x reads its label maps only when the data loader reaches them: a missing label
-map stops training with a bare ``FileNotFoundError`` possibly hours in; a label map of another
-size than its image fails in a random crop or, without one, in the loss with a shape error that
-names no file; and a label value outside the classes (other than the ignore index) either makes
-the cross-entropy fail deep inside torch (``Target 7 is out of bounds``, no file named) or, on
-a GPU, a device-side assert. :func:`check_seg_data` reads every label map of a config's
-segmentation datasets up front and raises :class:`~mmfish.utils.data_checks.DataCheckError` with
-every problem found. ``MMFISH_SKIP_DATA_CHECKS=1`` skips it, as it does the COCO checks.
+MMSegmentation 1.x reads a label map only when the data loader reaches it (``LoadAnnotations`` in
+the pipeline), possibly hours into training: a missing file stops the run then, and a label map
+of another size than its image, or with values that are neither a class index nor the ignore
+index, fails later still, in a transform or in the loss, with an error that names no file (or,
+for some sizes and values, not at all). :func:`check_seg_data` reads every label map of a
+config's segmentation datasets up front and raises
+:class:`~mmfish.utils.data_checks.DataCheckError` with every problem found, naming the files and
+the fix. ``MMFISH_SKIP_DATA_CHECKS=1`` skips it, as it does the COCO checks.
 
 A dataset config is taken for a segmentation one when its ``data_prefix`` has a
 ``seg_map_path`` (mmseg's ``BaseSegDataset`` convention). The dataset is built (lazily, without
@@ -187,7 +187,7 @@ def check_seg_dataset(dataset: Any, where: str) -> None:
         )
     if bad_values:
         if dataset.label_map:
-            valid = f'the ids of the dataset\'s own classes {sorted(set(dataset.label_map))}'
+            valid = f"the ids of the dataset's own classes {sorted(set(dataset.label_map))}"
         elif dataset.reduce_zero_label:
             valid = f'0 (ignored, reduce_zero_label=True) and 1..{len(classes)}'
         else:
@@ -199,14 +199,15 @@ def check_seg_dataset(dataset: Any, where: str) -> None:
             'reduce_zero_label in the config'
         )
     if problems:
-        raise DataCheckError(f'{where}: segmentation data has problems:\n  - ' + '\n  - '.join(problems))
+        raise DataCheckError(
+            f'{where}: segmentation data has problems:\n  - ' + '\n  - '.join(problems)
+        )
 
 
 def _build_lazy(dataset_cfg: dict) -> Any:
+    import mmseg.datasets  # noqa: F401  (registers mmseg's dataset classes)
     from mmengine.registry import DefaultScope
     from mmseg.registry import DATASETS
-
-    import mmseg.datasets  # noqa: F401  (registers mmseg's dataset classes)
 
     cfg = dict(dataset_cfg, pipeline=[], lazy_init=True)
     with DefaultScope.overwrite_default_scope('mmseg'):
@@ -222,8 +223,7 @@ def check_seg_data(
     ``seg_map_path``), local and whose pipeline reads label maps: the image directory (or split
     file) exists and holds images; every image has its label map; each label map is
     single-channel, of its image's size, and holds only class indices and the ignore index.
-    Reads every label map (and every image's header): about 1 ms per small map, so seconds for
-    ADE20K or Cityscapes, a small part of any real training run.
+    Reads every label map in full and every image's header.
 
     Returns:
         The image directories (or split files) checked.

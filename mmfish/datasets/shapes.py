@@ -290,9 +290,7 @@ def _polygon_mask(polygon: np.ndarray, image_size: int) -> np.ndarray:
     return np.ascontiguousarray(mask[:, :, 0])
 
 
-def _draw_image(
-    image_size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, list, np.ndarray]:
+def _draw_image(image_size: int, rng: np.random.Generator) -> tuple[np.ndarray, list, np.ndarray]:
     """Draws one image.
 
     Returns:

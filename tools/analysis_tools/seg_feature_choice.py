@@ -58,6 +58,12 @@ def variant_options(out_indices: tuple, width: int = 128) -> List[str]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--iters', type=int, default=150, help='training iterations per variant')
+    parser.add_argument(
+        '--val-interval',
+        type=int,
+        default=None,
+        help='evaluate every N iterations (default: at the end)',
+    )
     parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument('--work-dir', default='work_dirs/seg_feature_choice')
     parser.add_argument('--sequential', action='store_true', help='one variant at a time')
@@ -78,6 +84,7 @@ def read_run(work_dir: str) -> dict:
         aAcc=evals[-1]['aAcc'],
         mIoU=evals[-1]['mIoU'],
         mAcc=evals[-1]['mAcc'],
+        curve={e['step']: e['mIoU'] for e in evals},
         s_per_iter=round(statistics.median(times), 3) if times else None,
     )
 
@@ -94,7 +101,7 @@ def main() -> None:
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     common = [
         f'train_cfg.max_iters={args.iters}',
-        f'train_cfg.val_interval={args.iters}',
+        f'train_cfg.val_interval={args.val_interval or args.iters}',
         f'param_scheduler.1.end={args.iters}',
         f'default_hooks.checkpoint.interval={args.iters}',
         'default_hooks.visualization.draw=False',
@@ -123,16 +130,20 @@ def main() -> None:
         f'\nFeature choice, {args.iters} iterations each (batch 4, seed 0), '
         f'{"sequential" if args.sequential else "concurrent"}, OMP_NUM_THREADS={threads}:\n'
     )
-    print('| variant | out_indices | channels | strides | val mIoU | mAcc | aAcc | s/iter | wall s |')
+    print(
+        '| variant | out_indices | channels | strides | val mIoU (by iteration) | mAcc | aAcc '
+        '| s/iter | wall s |'
+    )
     print('|---|---|---|---|---|---|---|---|---|')
     results = {}
     for name in args.variants:
         backbone = FishNet(arch='fishnet99', out_indices=VARIANTS[name])
         r = read_run(osp.join(args.work_dir, name))
         results[name] = dict(r, wall_s=walls[name], out_indices=VARIANTS[name])
+        curve = ', '.join(f'{v:.2f} ({k})' for k, v in r['curve'].items())
         print(
             f'| {name} | {VARIANTS[name]} | {backbone.out_channels} | {backbone.out_strides} | '
-            f'{r["mIoU"]:.2f} | {r["mAcc"]:.2f} | {r["aAcc"]:.2f} | {r["s_per_iter"]} | '
+            f'{curve} | {r["mAcc"]:.2f} | {r["aAcc"]:.2f} | {r["s_per_iter"]} | '
             f'{walls[name]} |'
         )
     with open(osp.join(args.work_dir, 'feature_choice.json'), 'w') as f:

@@ -48,9 +48,12 @@ dataset_common = dict(
     seg_map_suffix='.png',
     reduce_zero_label=False,
 )
+crop_size = (128, 128)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    # a quarter of each 256 px image per sample: 4x cheaper steps; evaluation sees whole images
+    dict(type='RandomCrop', crop_size=crop_size),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
 ]
@@ -85,8 +88,8 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-max_iters = 400
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=100)
+max_iters = 200
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=50)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
