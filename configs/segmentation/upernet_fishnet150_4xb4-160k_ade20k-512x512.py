@@ -16,8 +16,9 @@ model = dict(
         _delete_=True,
         type='FishNet',
         arch='fishnet150',
-        # the body's last feature and the head's three: strides 4, 8, 16, 32 (the choice measured
-        # on the shapes data, README "Semantic segmentation")
+        # the body's last feature and the head's three: strides 4, 8, 16, 32 (the measurement on
+        # the shapes data has not yet decided between this and the alternatives: README,
+        # "Semantic segmentation")
         out_indices=(7, 8, 9, 10),
         out_norm=True,
         frozen_stages=-1,  # as mmseg's ResNet configs: nothing frozen, norms trained

@@ -21,8 +21,8 @@ model = dict(
         _delete_=True,
         type='FishNet',
         arch='fishnet99',
-        # the body's last feature and the head's three: strides 4, 8, 16, 32 (chosen by the
-        # measurement of tools/analysis_tools/seg_feature_choice.py, README)
+        # the body's last feature and the head's three: strides 4, 8, 16, 32 (the alternatives are
+        # compared by tools/analysis_tools/seg_feature_choice.py, README)
         out_indices=(7, 8, 9, 10),
         out_norm=True,
         norm_cfg=norm_cfg,
@@ -88,8 +88,8 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-max_iters = 200
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=50)
+max_iters = 400
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=100)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
