@@ -2,13 +2,16 @@
 PYTHON ?= .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint format
+.PHONY: setup demo demo-seg test test-fast lint format
 
 setup:            ## make or reuse .venv with torch, mmcv (built with ops), mmengine, mmdet, mmfish
 	bash tools/setup_env.sh
 
 demo: setup       ## generate the shapes dataset, train Mask R-CNN + FishNet-99 on CPU, evaluate
 	$(PYTHON) tools/demo.py
+
+demo-seg: setup   ## train Semantic FPN + FishNet-99 on the shapes label maps on CPU, evaluate mIoU
+	$(PYTHON) tools/demo_seg.py
 
 test: setup       ## the whole test suite, slow end-to-end runs included
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)

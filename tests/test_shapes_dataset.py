@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from mmfish.datasets import SHAPES_CLASSES, generate_shapes_coco
+from mmfish.datasets import SHAPES_CLASSES, SHAPES_SEG_CLASSES, generate_shapes_coco
 
 # pycocotools <= 2.0.11 warns on every mask decode under numpy 2 (COCO.annToMask).
 pytestmark = pytest.mark.filterwarnings(
@@ -41,11 +41,14 @@ def test_summary_and_layout(tmp_path):
     root = tmp_path / 'shapes'
     summary = generate_shapes_coco(str(root), seed=0, **TINY)
     assert summary['classes'] == SHAPES_CLASSES == ('circle', 'rectangle', 'triangle')
+    assert summary['seg_classes'] == SHAPES_SEG_CLASSES == ('background', *SHAPES_CLASSES)
     assert summary['root'] == str(root)
     for split, num_images in (('train', 6), ('val', 3)):
         info = summary[split]
         assert info['ann_file'] == str(root / 'annotations' / f'instances_{split}.json')
         assert info['img_dir'] == str(root / split)
+        assert info['seg_map_dir'] == str(root / 'seg_maps' / split)
+        assert sorted(os.listdir(info['seg_map_dir'])) == sorted(os.listdir(info['img_dir']))
         assert info['num_images'] == num_images
         assert sorted(os.listdir(info['img_dir'])) == [f'{i:06d}.png' for i in range(num_images)]
         with open(info['ann_file']) as f:
@@ -69,6 +72,7 @@ def test_determinism(tmp_path):
     for name in ('annotations/instances_train.json', 'annotations/instances_val.json'):
         assert files_a[name] != files_c[name]
     assert files_a['train/000000.png'] != files_c['train/000000.png']
+    assert files_a['seg_maps/val/000000.png'] != files_c['seg_maps/val/000000.png']
     # Decoded pixels agree too, not only the PNG bytes.
     img_a = cv2.imread(str(tmp_path / 'a' / 'val' / '000002.png'))
     img_b = cv2.imread(str(tmp_path / 'b' / 'val' / '000002.png'))
@@ -109,6 +113,24 @@ def test_coco_annotations_are_consistent(shapes_root, split):
             union += mask
         # Objects never overlap, so every object is fully visible.
         assert union.max() == 1
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_label_maps_are_the_coco_masks(shapes_root, split):
+    """One single-channel label map per image: 0 background, else the COCO category id."""
+    coco = COCO(str(shapes_root / 'annotations' / f'instances_{split}.json'))
+    names = sorted(os.listdir(shapes_root / 'seg_maps' / split))
+    assert names == sorted(os.listdir(shapes_root / split))
+    for img_info in coco.loadImgs(coco.getImgIds()):
+        label = cv2.imread(
+            str(shapes_root / 'seg_maps' / split / img_info['file_name']), cv2.IMREAD_UNCHANGED
+        )
+        assert label.dtype == np.uint8 and label.shape == (img_info['height'], img_info['width'])
+        expected = np.zeros_like(label)
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=img_info['id'])):
+            expected[coco.annToMask(ann).astype(bool)] = ann['category_id']
+        np.testing.assert_array_equal(label, expected)
+        assert set(np.unique(label)) <= {0, 1, 2, 3}
 
 
 def test_objects_are_visible_in_pixels(shapes_root):

@@ -100,9 +100,15 @@ fi
 
 mmcv_ok() {  # mmcv 2.1.0 with its ops (and, under FORCE_CUDA=1, with its CUDA ops) imports
     installed "mmcv==$MMCV_VERSION" && "$PY" - "$FORCE_CUDA" 2>/dev/null <<'PYEOF'
+# Under FORCE_CUDA=1 with a GPU present, run a CUDA RoIAlign. (mmcv's
+# get_compiling_cuda_version() crashed the process on the H200 build with torch 2.11 + CUDA 13,
+# while the ops worked: README, "On a GPU machine".)
 import sys
-from mmcv.ops import get_compiling_cuda_version
-sys.exit(sys.argv[1] == '1' and get_compiling_cuda_version() == 'not available')
+import torch
+from mmcv.ops import roi_align
+if sys.argv[1] == '1' and torch.cuda.is_available():
+    roi_align(torch.ones(1, 1, 4, 4, device='cuda'),
+              torch.tensor([[0.0, 0.0, 0.0, 3.0, 3.0]], device='cuda'), (2, 2))
 PYEOF
 }
 
@@ -242,9 +248,12 @@ else
     "${PIP[@]}" "${INSTALL[@]}" "${NO_DEPS[@]}" "$MMCV_BUILD_DIR"/dist/mmcv-"$MMCV_VERSION"-*.whl
 fi
 
-step 5 "mmengine, mmdet, pycocotools"
+step 5 "mmengine, mmdet, pycocotools, mmsegmentation (+ ftfy, regex)"
 if [[ -n "$MMFISH_WHEELS" ]]; then
     echo "installed from the wheels at step 3b"
+elif installed mmengine==0.10.7 && installed mmdet==3.3.0 && installed pycocotools \
+    && installed mmsegmentation==1.2.2 && installed ftfy==6.3.1 && installed regex==2026.11.19; then
+    echo "already installed"
 else
     install_runtime
 fi
@@ -270,12 +279,16 @@ fi
 
 step 7 "check"
 "$PY" - <<'PYEOF' || fail "the installed stack does not import"
+import importlib.util
 import torch, mmcv, mmcv.ops, mmengine, mmdet, pycocotools, mmfish
-from mmcv.ops import get_compiling_cuda_version
 from mmdet.registry import MODELS
+seg = 'not installed'
+if importlib.util.find_spec('mmseg') is not None:  # the offline GPU route brings no mmseg
+    import mmseg, mmseg.models
+    seg = mmseg.__version__
 print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, "
-      f"mmdet {mmdet.__version__}, mmfish {mmfish.__version__}; "
-      f"mmcv ops CUDA: {get_compiling_cuda_version()}; GPU: {torch.cuda.is_available()}")
+      f"mmdet {mmdet.__version__}, mmseg {seg}, mmfish {mmfish.__version__}; "
+      f"GPU: {torch.cuda.is_available()}")
 PYEOF
 trap - ERR
 echo

@@ -1,7 +1,12 @@
-"""Test (and evaluate) a detector with mmfish: mmdet 3.3's ``tools/test.py`` flags.
+"""Test (and evaluate) a detector or a segmentor with mmfish: mmdet 3.3's ``tools/test.py`` flags.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
         [--tta] [--amp] [--cfg-options k=v ...] [--launcher pytorch|slurm]
+
+Segmentation configs (``default_scope='mmseg'``) take the same flags: ``--out`` dumps the data
+samples (with ``pred_sem_seg``) to a .pkl file, ``--show-dir DIR`` saves ground truth beside
+prediction under ``DIR/vis_data/vis_image/`` (mmseg's convention), ``--tta`` uses the config's
+``tta_model`` / ``tta_pipeline`` (mmseg's: multi-scale and flip).
 
 ``--amp`` runs inference under autocast: bf16 on a CPU, fp16 on a GPU.
 """
@@ -16,17 +21,19 @@ import torch
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
 from mmfish.datasets.data_checks import check_coco_annotations
+from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import cpu_autocast
 from mmfish.engine.runner.dist import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='MMDet test (and eval) a model')
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or a segmentor')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
@@ -43,6 +50,29 @@ def parse_args() -> argparse.Namespace:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def is_segmentation(cfg: Config) -> bool:
+    """Whether a config is an mmseg one (its runner builds from mmseg's registries)."""
+    return cfg.get('default_scope') == 'mmseg'
+
+
+def trigger_seg_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
+    """Turn on mmseg's ``SegVisualizationHook`` for every test image, as mmseg's test.py does."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise RuntimeError(
+            'VisualizationHook must be included in default_hooks to use --show or --show-dir: '
+            "add visualization=dict(type='SegVisualizationHook') to default_hooks in the config"
+        )
+    hook['draw'] = True
+    hook['interval'] = 1
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        cfg.visualizer['save_dir'] = args.show_dir
+    return cfg
 
 
 def add_flip_tta(cfg: Config) -> None:
@@ -101,20 +131,24 @@ def main() -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
+    segmentation = is_segmentation(cfg)
     if args.show or args.show_dir:
-        cfg = trigger_visualization_hook(cfg, args)
+        trigger = trigger_seg_visualization_hook if segmentation else trigger_visualization_hook
+        cfg = trigger(cfg, args)
     if args.tta:
         add_flip_tta(cfg)
     if args.amp and torch.cuda.is_available():
         cfg.test_cfg = {**cfg.get('test_cfg', {}), 'fp16': True}
 
     check_coco_annotations(cfg, ('test_dataloader',), ('test_evaluator',))
+    check_seg_data(cfg, ('test_dataloader',))
     setup_cpu_distributed(cfg)  # gloo, CPU DDP and BN for SyncBN when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out!r}')
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        dump = DumpResults if segmentation else DumpDetResults
+        runner.test_evaluator.metrics.append(dump(out_file_path=args.out))
     if args.amp and not torch.cuda.is_available():
         # mmcv's CPU ops are fp32-only: bf16 autocast in the backbone and neck (engine.optimizers)
         with cpu_autocast(runner.model, torch.bfloat16):

@@ -1,7 +1,11 @@
-"""Train a detector with mmfish: mmdet 3.3's ``tools/train.py`` flags, plus CPU mixed precision.
+"""Train a detector or a segmentor with mmfish: mmdet 3.3's ``tools/train.py`` flags, plus CPU
+mixed precision.
 
     python tools/train.py configs/mask_rcnn_fishnet150_fpn_1x_coco.py [--work-dir DIR] [--amp]
         [--auto-scale-lr] [--resume [CKPT]] [--cfg-options k=v ...] [--launcher pytorch|slurm]
+    python tools/train.py configs/segmentation/fpn_fishnet150_4xb2-80k_cityscapes-512x1024.py
+
+Both are mmengine runs: the config's ``default_scope`` (mmdet or mmseg) picks the toolbox.
 
 ``--amp`` is bf16 autocast on a CPU (bf16 needs no loss scaling) and fp16 with dynamic loss
 scaling on a GPU, as in mmdet.
@@ -20,12 +24,13 @@ from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
 from mmfish.datasets.data_checks import check_coco_annotations
+from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import configure_amp
 from mmfish.engine.runner.dist import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a detector')
+    parser = argparse.ArgumentParser(description='Train a detector or a segmentor')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
@@ -86,6 +91,7 @@ def main() -> None:
         cfg.load_from = args.resume
 
     check_coco_annotations(cfg)  # bad data fails here, naming the file, before any run
+    check_seg_data(cfg)  # the same for segmentation label maps
     setup_cpu_distributed(cfg)  # gloo, CPU DDP and BN for SyncBN when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

@@ -97,10 +97,17 @@ val_evaluator = dict(
 test_evaluator = val_evaluator
 
 max_epochs = 4
-train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=2)
+# One evaluation, after the last epoch: the demo's time goes to training.
+train_cfg = dict(
+    type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs
+)
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',
+    # bf16 autocast in the backbone and neck (heads and mmcv's ops in fp32), on a CPU or a GPU:
+    # measured on the 2-core CPU it ends with bbox / segm AP50 0.543 / 0.546 where fp32 ended
+    # with 0.509 / 0.506, in less time (README, "The CPU demo").
+    type='PartialAmpOptimWrapper',
+    dtype='bfloat16',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
     clip_grad=dict(max_norm=35, norm_type=2),
 )
@@ -117,6 +124,10 @@ default_hooks = dict(
 )
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0, deterministic=False)
-# Pictures of predictions on every 5th val image, at each evaluation, under the work dir
+# Pictures of predictions on every 5th val image, at the evaluation, under the work dir
 # (<work_dir>/<timestamp>/vis_data/vis_image/).
-default_hooks.update(visualization=dict(type='DetVisualizationHook', draw=True, interval=5))
+# Boxes scoring >= 0.6 are drawn: on the demo's val split about 7 in 10 of them match an object
+# (IoU >= 0.5, right class), against 1 in 3 at mmdet's default 0.3 (README, "The CPU demo").
+default_hooks.update(
+    visualization=dict(type='DetVisualizationHook', draw=True, interval=5, score_thr=0.6)
+)

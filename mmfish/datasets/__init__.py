@@ -1,4 +1,10 @@
 from .data_checks import DataCheckError, check_coco_annotations
-from .shapes import SHAPES_CLASSES, generate_shapes_coco
+from .shapes import SHAPES_CLASSES, SHAPES_SEG_CLASSES, generate_shapes_coco
 
-__all__ = ['SHAPES_CLASSES', 'DataCheckError', 'check_coco_annotations', 'generate_shapes_coco']
+__all__ = [
+    'SHAPES_CLASSES',
+    'SHAPES_SEG_CLASSES',
+    'DataCheckError',
+    'check_coco_annotations',
+    'generate_shapes_coco',
+]

@@ -1,4 +1,4 @@
-"""A small, deterministic COCO-format instance-segmentation dataset of coloured shapes.
+"""A small, deterministic dataset of coloured shapes: COCO instances and semantic label maps.
 
 Every image shows a noisy, randomly coloured background with one to four filled shapes (circles,
 rectangles and triangles) of random colour, size and rotation. Each shape is an integer polygon
@@ -9,14 +9,21 @@ painting: it also fills the pixels on the polygon's boundary, a ring of about on
 COCO's rasterization leaves out.) Shapes never touch (their bounding boxes may overlap), so every
 object is fully visible and its polygon is its true mask.
 
-The layout under ``root`` is the usual COCO one::
+The layout under ``root`` is the usual COCO one, plus one semantic-segmentation label map per
+image in the layout MMSegmentation's ``BaseSegDataset`` reads (``data_prefix=dict(
+img_path='train', seg_map_path='seg_maps/train')``, both suffixes ``.png``)::
 
     root/
         train/000000.png ...
         val/000000.png ...
         annotations/instances_train.json
         annotations/instances_val.json
+        seg_maps/train/000000.png ...      single-channel uint8: 0 background, 1 circle,
+        seg_maps/val/000000.png ...        2 rectangle, 3 triangle (= the COCO category id)
         meta.json
+
+A label map is painted from the very masks that paint the image, so every pixel's label is exact
+and no pixel is ignored (no value 255).
 
 Only ``numpy.random.default_rng(seed)`` is used for randomness, so the same arguments give the
 same pixels and byte-identical annotation files.
@@ -37,9 +44,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 SHAPES_CLASSES = ('circle', 'rectangle', 'triangle')
+# Semantic-segmentation classes: the label maps hold the index into this tuple.
+SHAPES_SEG_CLASSES = ('background',) + SHAPES_CLASSES
+SEG_MAP_DIR = 'seg_maps'
 
-# Bump whenever the generated content changes for the same arguments.
-SHAPES_FORMAT_VERSION = 1
+# Bump whenever the generated content changes for the same arguments (2: label maps added; the
+# COCO files and images are byte-identical to version 1's).
+SHAPES_FORMAT_VERSION = 2
 # Recorded in meta.json to recognise directories made by this generator.
 _GENERATOR = 'mmfish.datasets.generate_shapes_coco'
 
@@ -81,9 +92,9 @@ def generate_shapes_coco(
             non-empty ``root`` that is not a shapes dataset.
 
     Returns:
-        A summary dict with keys ``root``, ``classes``, ``meta`` and one entry per split
-        (``train``, ``val``), each a dict with ``ann_file``, ``img_dir``, ``num_images`` and
-        ``num_annotations``.
+        A summary dict with keys ``root``, ``classes``, ``seg_classes``, ``meta`` and one entry
+        per split (``train``, ``val``), each a dict with ``ann_file``, ``img_dir``,
+        ``seg_map_dir``, ``num_images`` and ``num_annotations``.
 
     Raises:
         ValueError: If an argument is out of range or of the wrong type.
@@ -178,11 +189,12 @@ def _move_into_place(tmp_dir: str, root: str) -> None:
 
 def _summary(root: str, meta: dict) -> dict:
     """Builds the dict returned by :func:`generate_shapes_coco`."""
-    summary = dict(root=root, classes=SHAPES_CLASSES, meta=meta)
+    summary = dict(root=root, classes=SHAPES_CLASSES, seg_classes=SHAPES_SEG_CLASSES, meta=meta)
     for split in _SPLITS:
         summary[split] = dict(
             ann_file=os.path.join(root, 'annotations', f'instances_{split}.json'),
             img_dir=os.path.join(root, split),
+            seg_map_dir=os.path.join(root, SEG_MAP_DIR, split),
             num_images=meta['counts'][split]['num_images'],
             num_annotations=meta['counts'][split]['num_annotations'],
         )
@@ -216,16 +228,18 @@ def _write_json(path: str, obj: dict, indent: int | None = None) -> None:
 def _write_split(
     out_dir: str, split: str, num_images: int, image_size: int, rng: np.random.Generator
 ) -> dict:
-    """Draws and saves the images of one split and returns its COCO annotation dict."""
+    """Draws and saves the images and label maps of one split; returns its COCO annotation dict."""
     img_dir = os.path.join(out_dir, split)
+    seg_map_dir = os.path.join(out_dir, SEG_MAP_DIR, split)
     os.makedirs(img_dir)
+    os.makedirs(seg_map_dir)
     images, annotations = [], []
     for index in range(num_images):
         image_id = index + 1
         file_name = f'{index:06d}.png'
-        image, objects = _draw_image(image_size, rng)
-        if not cv2.imwrite(os.path.join(img_dir, file_name), image):
-            raise OSError(f'could not write {os.path.join(img_dir, file_name)}')
+        image, objects, seg_map = _draw_image(image_size, rng)
+        _write_png(os.path.join(img_dir, file_name), image)
+        _write_png(os.path.join(seg_map_dir, file_name), seg_map)
         images.append(dict(id=image_id, file_name=file_name, height=image_size, width=image_size))
         for category_id, polygon, area in objects:
             annotations.append(
@@ -236,6 +250,12 @@ def _write_split(
         for index, name in enumerate(SHAPES_CLASSES)
     ]
     return dict(images=images, annotations=annotations, categories=categories)
+
+
+def _write_png(path: str, pixels: np.ndarray) -> None:
+    """Writes a uint8 image (BGR, or one channel) as PNG."""
+    if not cv2.imwrite(path, pixels):
+        raise OSError(f'could not write {path}')
 
 
 def _annotation(
@@ -270,17 +290,19 @@ def _polygon_mask(polygon: np.ndarray, image_size: int) -> np.ndarray:
     return np.ascontiguousarray(mask[:, :, 0])
 
 
-def _draw_image(image_size: int, rng: np.random.Generator) -> tuple[np.ndarray, list]:
+def _draw_image(image_size: int, rng: np.random.Generator) -> tuple[np.ndarray, list, np.ndarray]:
     """Draws one image.
 
     Returns:
-        The BGR uint8 image and a list of ``(category_id, polygon, area)`` tuples, one per object:
+        The BGR uint8 image; a list of ``(category_id, polygon, area)`` tuples, one per object:
         the polygon is an int32 array of shape (N, 2) of pixel coordinates and the area the
-        number of pixels of its mask.
+        number of pixels of its mask; and the uint8 label map of shape (image_size, image_size),
+        0 for background and the ``category_id`` on each object's mask.
     """
     background = rng.integers(0, 256, size=3)
     image = np.empty((image_size, image_size, 3), dtype=np.float64)
     image[:] = background
+    seg_map = np.zeros((image_size, image_size), dtype=np.uint8)
     occupied = np.zeros((image_size, image_size), dtype=np.uint8)
     objects = []
     num_objects = int(rng.integers(1, _MAX_OBJECTS + 1))
@@ -291,12 +313,13 @@ def _draw_image(image_size: int, rng: np.random.Generator) -> tuple[np.ndarray, 
             continue
         polygon, mask = placed
         image[mask.astype(bool)] = _contrasting_colour(background, rng)
+        seg_map[mask.astype(bool)] = category_id
         # Keep later objects a pixel away so that the masks never touch.
         occupied |= cv2.dilate(mask, np.ones((3, 3), np.uint8))
         objects.append((category_id, polygon, int(mask.sum())))
     noise_std = rng.uniform(4.0, 16.0)
     image += rng.normal(0.0, noise_std, size=image.shape)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), objects
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), objects, seg_map
 
 
 def _contrasting_colour(background: np.ndarray, rng: np.random.Generator) -> np.ndarray:

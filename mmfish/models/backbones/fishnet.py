@@ -33,7 +33,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmfish.registry import MODELS
+from mmfish.registry import register_model
 from mmfish.utils.typing import ConfigType, OptConfigType, OptMultiConfig
 
 from .fish_blocks import BodyStage, Bridge, HeadStage, ScoreHead, Stem, TailStage, build_norm
@@ -148,7 +148,7 @@ def to_nchw(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous()
 
 
-@MODELS.register_module()
+@register_model
 class FishNet(BaseModule):
     """FishNet backbone.
 

@@ -1,0 +1,117 @@
+# The segmentation demo: Semantic FPN with FishNet-99, from scratch, on the label maps of the
+# generated "shapes" set (data/shapes/seg_maps, made by tools/demo_seg.py or
+# tools/misc/generate_shapes_coco.py): background + circle, rectangle, triangle, 256 px images.
+# Sized for a 2-core CPU: FPN and head narrowed, BN, random 128 px crops, batch 4, AdamW with
+# warm-up then poly decay, 400 iterations. Measured (README, "Semantic segmentation"): 400
+# iterations are too few from scratch (val mIoU 0.23). tools/demo_seg.py runs it.
+_base_ = ['mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/default_runtime.py']
+custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
+
+data_root = 'data/shapes/'
+metainfo = dict(
+    classes=('background', 'circle', 'rectangle', 'triangle'),
+    palette=[(0, 0, 0), (220, 20, 60), (0, 128, 255), (0, 170, 0)],
+)
+norm_cfg = dict(type='BN', requires_grad=True)
+width = 128
+
+model = dict(
+    pretrained=None,
+    data_preprocessor=dict(size_divisor=32, test_cfg=dict(size_divisor=32)),
+    backbone=dict(
+        _delete_=True,
+        type='FishNet',
+        arch='fishnet99',
+        # the body's last feature and the head's three: strides 4, 8, 16, 32 (the alternatives are
+        # compared by tools/analysis_tools/seg_feature_choice.py, README)
+        out_indices=(7, 8, 9, 10),
+        out_norm=True,
+        norm_cfg=norm_cfg,
+        norm_eval=False,
+        init_cfg=None,  # the reference initialisation: this demo trains from scratch
+    ),
+    neck=dict(in_channels=[320, 832, 1600, 2112], out_channels=width, num_outs=4),
+    decode_head=dict(
+        in_channels=[width] * 4,
+        in_index=[0, 1, 2, 3],
+        feature_strides=[4, 8, 16, 32],
+        channels=width,
+        num_classes=4,
+        norm_cfg=norm_cfg,
+    ),
+)
+
+dataset_common = dict(
+    type='BaseSegDataset',
+    data_root=data_root,
+    metainfo=metainfo,
+    img_suffix='.png',
+    seg_map_suffix='.png',
+    reduce_zero_label=False,
+)
+crop_size = (128, 128)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    # a quarter of each 256 px image per sample: 4x cheaper steps; evaluation sees whole images
+    dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        **dataset_common,
+        data_prefix=dict(img_path='train', seg_map_path='seg_maps/train'),
+        pipeline=train_pipeline,
+    ),
+)
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        **dataset_common,
+        data_prefix=dict(img_path='val', seg_map_path='seg_maps/val'),
+        pipeline=test_pipeline,
+    ),
+)
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+
+max_iters = 400
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=100)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01),
+    clip_grad=dict(max_norm=35, norm_type=2),
+)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=30),
+    dict(type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=30, end=max_iters),
+]
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    # GT (left) beside the prediction (right) for every 5th val batch, at each evaluation, under
+    # <work_dir>/<timestamp>/vis_data/vis_image/
+    visualization=dict(type='SegVisualizationHook', draw=True, interval=5),
+)
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0, deterministic=False)

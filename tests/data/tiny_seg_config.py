@@ -1,0 +1,39 @@
+# Test-only config: the segmentation demo (Semantic FPN + FishNet) shrunk to run in seconds on a
+# CPU: a FishNet of one block per stage and narrow channels, 16-channel FPN and head, a few
+# iterations. Tests pass the dataset location with --cfg-options (data_root of each dataloader).
+_base_ = '../../configs/segmentation/demo/fpn_fishnet99_shapes_cpu.py'
+
+width = 16
+tiny_arch = dict(
+    _delete_=True,
+    stem_channels=16,
+    tail_channels=(16, 32, 64),
+    body_channels=(64, 48, 32),
+    tail_blocks=(1, 1, 1),
+    bridge_blocks=1,
+    body_blocks=(1, 1, 1),
+    head_blocks=(1, 1, 1),
+    body_transfer_blocks=(1, 1, 1),
+    head_transfer_blocks=(1, 1, 1),
+)
+model = dict(
+    backbone=dict(arch=tiny_arch),
+    neck=dict(in_channels=[48, 112, 208, 272], out_channels=width),
+    decode_head=dict(in_channels=[width] * 4, channels=width),
+)
+train_dataloader = dict(batch_size=2)
+val_dataloader = dict(batch_size=2)
+test_dataloader = val_dataloader
+
+max_iters = 6
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2),
+    dict(type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=2, end=max_iters),
+]
+default_hooks = dict(
+    logger=dict(interval=1),
+    checkpoint=dict(interval=max_iters),
+    visualization=dict(draw=False),
+)
+randomness = dict(seed=0, deterministic=True)

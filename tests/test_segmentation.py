@@ -1,0 +1,383 @@
+"""FishNet in MMSegmentation: registration, the configs, the demo's data, bad input, a tiny run."""
+
+import glob
+import os
+import os.path as osp
+import pickle
+import subprocess
+import sys
+from typing import Callable, Dict, List
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmfish.datasets import SHAPES_SEG_CLASSES, generate_shapes_coco
+from mmfish.datasets.data_checks import DataCheckError
+from mmfish.datasets.seg_checks import allowed_label_values, check_seg_data
+from mmfish.models import FishNet
+
+mmseg = pytest.importorskip('mmseg')
+from mmseg.registry import MODELS as SEG_MODELS  # noqa: E402
+from mmseg.structures import SegDataSample  # noqa: E402
+from mmseg.utils import register_all_modules  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SEG_CONFIG_DIR = osp.join(ROOT, 'configs', 'segmentation')
+SEG_CONFIGS = sorted(osp.basename(p) for p in glob.glob(osp.join(SEG_CONFIG_DIR, '*.py')))
+DEMO_CONFIG = osp.join(SEG_CONFIG_DIR, 'demo', 'fpn_fishnet99_shapes_cpu.py')
+TINY_SEG_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_seg_config.py')
+
+register_all_modules(init_default_scope=False)
+
+
+def load(config: str) -> Config:
+    cfg = Config.fromfile(config if osp.isabs(config) else osp.join(SEG_CONFIG_DIR, config))
+    cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+def build(cfg: Config) -> torch.nn.Module:
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return SEG_MODELS.build(cfg.model)
+
+
+# ------------------------------------------------------------------------------- registration
+def test_one_fishnet_class_in_both_toolboxes():
+    from mmdet.registry import MODELS as DET_MODELS
+
+    assert DET_MODELS.get('FishNet') is FishNet
+    assert SEG_MODELS.get('FishNet') is FishNet
+    assert SEG_MODELS.get('mmdet.FishNet') is FishNet
+
+
+def _run_python(code: str, cwd: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, 'PYTHONPATH': ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')}
+    return subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+def test_custom_imports_alone_registers_fishnet_in_mmseg(tmp_path):
+    """A user's mmseg config that only names mmfish in custom_imports builds (fresh process)."""
+    config = tmp_path / 'user_seg_config.py'
+    config.write_text(
+        "default_scope = 'mmseg'\n"
+        "custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)\n"
+        "model = dict(type='EncoderDecoder',\n"
+        "    backbone=dict(type='FishNet', arch='fishnet99', out_indices=(7, 8)),\n"
+        "    decode_head=dict(type='FCNHead', in_channels=832, in_index=1, channels=8,\n"
+        '                     num_convs=1, num_classes=5))\n'
+    )
+    code = (
+        'import torch\n'
+        'from mmengine.config import Config\n'
+        'from mmengine.registry import init_default_scope\n'
+        'from mmseg.registry import MODELS\n'
+        f'cfg = Config.fromfile({str(config)!r})\n'
+        "init_default_scope('mmseg')\n"
+        'model = MODELS.build(cfg.model).eval()\n'
+        'print(type(model.backbone).__name__, tuple(model(torch.rand(1, 3, 64, 64)).shape))\n'
+    )
+    out = _run_python(code, str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith('FishNet (1, 5, 8, 8)')
+
+
+def test_mmdet_only_install_keeps_working(tmp_path):
+    """With mmseg not importable, ``import mmfish`` still registers FishNet in mmdet."""
+    code = (
+        'import sys\n'
+        "sys.modules['mmseg'] = None  # import mmseg now raises ImportError\n"
+        'import mmfish\n'
+        'from mmfish.registry import SEG_MODELS\n'
+        'from mmdet.registry import MODELS\n'
+        "model = MODELS.build(dict(type='FishNet', arch='fishnet99', out_indices=(8,)))\n"
+        "print(SEG_MODELS, type(model).__name__, 'mmseg' in sys.modules and sys.modules['mmseg'])\n"
+    )
+    out = _run_python(code, str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['None', 'FishNet', 'None']
+
+
+# ------------------------------------------------------------------------------------ configs
+def test_the_expected_configs_exist():
+    for arch in ('fishnet99', 'fishnet150', 'fishnet201'):
+        assert f'fpn_{arch}_4xb2-80k_cityscapes-512x1024.py' in SEG_CONFIGS
+        assert f'upernet_{arch}_4xb4-160k_ade20k-512x512.py' in SEG_CONFIGS
+    assert len(SEG_CONFIGS) == 6
+
+
+@pytest.mark.parametrize('config', SEG_CONFIGS)
+def test_config_recipe_and_build(config):
+    raw = Config.fromfile(osp.join(SEG_CONFIG_DIR, config))
+    arch = config.split('_')[1]
+    assert raw.custom_imports == dict(imports=['mmfish'], allow_failed_imports=False)
+    assert raw.default_scope == 'mmseg'
+    init = raw.model.backbone.init_cfg
+    assert init.type == 'Pretrained' and init.checkpoint == f'checkpoints/{arch}_in1k_mmfish.pth'
+    assert raw.model.pretrained is None
+    assert raw.model.data_preprocessor.test_cfg == dict(size_divisor=32)
+    if config.startswith('fpn_'):
+        assert raw.model.decode_head.num_classes == 19
+        assert raw.train_dataloader.dataset.type == 'CityscapesDataset'
+        assert raw.train_cfg.max_iters == 80000
+    else:
+        assert raw.model.decode_head.num_classes == 150
+        assert raw.model.auxiliary_head.num_classes == 150
+        assert raw.train_dataloader.dataset.type == 'ADE20KDataset'
+        assert raw.train_cfg.max_iters == 160000
+    assert raw.val_evaluator.type == 'IoUMetric'
+
+    model = build(load(config))
+    assert isinstance(model.backbone, FishNet)
+    assert model.backbone.arch == FishNet._parse_arch(arch)
+    fed = raw.model.neck.in_channels if 'neck' in raw.model else raw.model.decode_head.in_channels
+    assert list(fed) == list(model.backbone.out_channels)
+    if 'auxiliary_head' in raw.model:
+        aux = raw.model.auxiliary_head
+        assert aux.in_channels == model.backbone.out_channels[aux.in_index]
+        assert model.backbone.out_strides[aux.in_index] == 16
+
+
+def _predict(model: torch.nn.Module, h: int, w: int) -> SegDataSample:
+    """The prediction for one random image of h x w, through the data preprocessor."""
+    sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+    data = dict(inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8)], data_samples=[sample])
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(data, training=False)
+        return model.predict(**data)[0]
+
+
+@pytest.mark.parametrize(
+    'config, num_classes',
+    [
+        ('fpn_fishnet150_4xb2-80k_cityscapes-512x1024.py', 19),
+        ('upernet_fishnet150_4xb4-160k_ade20k-512x512.py', 150),
+    ],
+)
+def test_configs_give_logits_of_the_class_count_at_512(config, num_classes):
+    cfg = load(config)
+    # Speed only: FishNet-99 and a narrow decoder; the full configs build in the test above.
+    cfg.model.backbone.arch = 'fishnet99'
+    cfg.model.decode_head.channels = 32
+    model = build(cfg)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.rand(1, 3, 512, 512), mode='tensor')
+    assert logits.shape == (1, num_classes, 128, 128)
+    # A test image whose sides are not multiples of 32 (ADE20K's are not) is padded for FishNet
+    # and its logits cropped back.
+    pred = _predict(model, 200, 328)
+    assert pred.seg_logits.data.shape == (num_classes, 200, 328)
+    assert pred.pred_sem_seg.data.shape == (1, 200, 328)
+
+
+@pytest.mark.parametrize('variant', ['body', 'head', 'mix'])
+def test_feature_choice_variants_build_and_run(variant):
+    """The variants tools/analysis_tools/seg_feature_choice.py measures are valid configs."""
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
+    try:
+        from seg_feature_choice import VARIANTS, variant_options
+    finally:
+        sys.path.pop(0)
+    from mmengine.config import DictAction
+
+    cfg = load(TINY_SEG_CONFIG)
+    options = {}
+    for option in variant_options(VARIANTS[variant], width=16):
+        key, value = option.split('=', 1)
+        options[key] = DictAction._parse_iterable(value)
+    cfg.merge_from_dict(options)
+    cfg.model.backbone.arch = 'fishnet99'
+    model = build(cfg)
+    assert model.backbone.out_indices == VARIANTS[variant]
+    assert list(cfg.model.neck.in_channels) == list(model.backbone.out_channels)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.rand(1, 3, 64, 64), mode='tensor')
+    stride = min(model.backbone.out_strides)
+    assert logits.shape == (1, 4, 64 // stride, 64 // stride)
+
+
+# ------------------------------------------------------------------------------ the demo's data
+@pytest.fixture(scope='module')
+def seg_shapes(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = str(tmp_path_factory.mktemp('seg_shapes') / 'data')
+    generate_shapes_coco(root, num_train=8, num_val=4, image_size=64, seed=0)
+    return root
+
+
+def demo_cfg(data_root: str, config: str = DEMO_CONFIG) -> Config:
+    cfg = Config.fromfile(config)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = data_root
+    return cfg
+
+
+def test_mmseg_reads_the_label_maps(seg_shapes):
+    from mmseg.registry import DATASETS
+
+    cfg = demo_cfg(seg_shapes)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    assert len(dataset) == 8
+    assert dataset.metainfo['classes'] == SHAPES_SEG_CLASSES
+    item = dataset[0]
+    gt = item['data_samples'].gt_sem_seg.data
+    assert gt.shape == (1, 64, 64) and item['inputs'].shape[-2:] == (64, 64)
+    assert set(gt.unique().tolist()) <= {0, 1, 2, 3} and (gt > 0).any()
+
+
+def test_demo_data_passes_the_checks(seg_shapes):
+    cfg = demo_cfg(seg_shapes)
+    checked = check_seg_data(cfg)
+    assert checked == [osp.join(seg_shapes, 'train'), osp.join(seg_shapes, 'val')]
+
+
+# ---------------------------------------------------------------------------------- bad input
+@pytest.fixture()
+def broken(tmp_path, seg_shapes) -> Callable[[], str]:
+    """A fresh copy of the tiny dataset to break."""
+    import shutil
+
+    def copy() -> str:
+        root = str(tmp_path / 'broken')
+        shutil.copytree(seg_shapes, root)
+        return root
+
+    return copy
+
+
+def _label(root: str, split: str = 'train', index: int = 3) -> str:
+    return osp.join(root, 'seg_maps', split, f'{index:06d}.png')
+
+
+def test_label_values_outside_the_classes(broken):
+    root = broken()
+    label = cv2.imread(_label(root), cv2.IMREAD_UNCHANGED)
+    label[:4, :4] = 7
+    label[-4:, -4:] = 255  # the ignore index is allowed
+    cv2.imwrite(_label(root), label)
+    with pytest.raises(DataCheckError) as info:
+        check_seg_data(demo_cfg(root))
+    message = str(info.value)
+    assert _label(root) in message and '[7]' in message
+    assert 'train_dataloader' in message and '0..3' in message and 'ignore index 255' in message
+    assert 'Map those pixels' in message
+
+
+def test_ignore_index_alone_is_fine(broken):
+    root = broken()
+    label = cv2.imread(_label(root), cv2.IMREAD_UNCHANGED)
+    label[:8] = 255
+    cv2.imwrite(_label(root), label)
+    check_seg_data(demo_cfg(root))
+
+
+def test_label_size_differs_from_image(broken):
+    root = broken()
+    label = cv2.imread(_label(root, 'val', 1), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(_label(root, 'val', 1), label[:48])
+    with pytest.raises(DataCheckError) as info:
+        check_seg_data(demo_cfg(root))
+    message = str(info.value)
+    assert 'val_dataloader' in message and _label(root, 'val', 1) in message
+    assert 'is 64x48' in message and osp.join(root, 'val', '000001.png') in message
+    assert 'nearest-neighbour' in message
+
+
+def test_missing_label_files(broken):
+    root = broken()
+    os.remove(_label(root, 'train', 2))
+    os.remove(_label(root, 'train', 5))
+    with pytest.raises(DataCheckError) as info:
+        check_seg_data(demo_cfg(root))
+    message = str(info.value)
+    assert '2 of 8 label maps are missing' in message
+    assert _label(root, 'train', 2) in message and _label(root, 'train', 5) in message
+    assert 'seg_map_path' in message
+
+
+def test_colour_label_map_and_missing_image_dir(broken):
+    root = broken()
+    label = cv2.imread(_label(root), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(_label(root), np.stack([label] * 3, axis=-1))
+    with pytest.raises(DataCheckError, match='not single-channel'):
+        check_seg_data(demo_cfg(root))
+    cfg = demo_cfg(root)
+    cfg.val_dataloader.dataset.data_prefix.img_path = 'nowhere'
+    with pytest.raises(DataCheckError, match=r'val_dataloader.*nowhere does not exist'):
+        check_seg_data(cfg, ('val_dataloader',))
+
+
+def test_allowed_label_values():
+    assert allowed_label_values(3) == {0, 1, 2, 255}
+    assert allowed_label_values(3, reduce_zero_label=True) == {0, 1, 2, 3, 255}
+    assert allowed_label_values(2, label_map={0: 255, 1: 0, 2: 1}) == {0, 1, 2, 255}
+
+
+def test_skip_switch(broken, monkeypatch):
+    root = broken()
+    os.remove(_label(root))
+    monkeypatch.setenv('MMFISH_SKIP_DATA_CHECKS', '1')
+    assert check_seg_data(demo_cfg(root)) == []
+
+
+def _tool_options(data_root: str) -> List[str]:
+    return [
+        f'{loader}.dataset.data_root={data_root}'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ]
+
+
+def test_train_stops_on_bad_labels_before_the_runner(broken, tmp_path, run_tool):
+    root = broken()
+    os.remove(_label(root, 'val', 0))
+    work_dir = tmp_path / 'work'
+    out = run_tool(
+        'train.py', TINY_SEG_CONFIG, '--work-dir', str(work_dir),
+        '--cfg-options', *_tool_options(root),
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert 'DataCheckError' in out.stderr and _label(root, 'val', 0) in out.stderr
+    assert not work_dir.exists()  # stopped before the runner made anything
+
+
+# --------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_tiny_train_then_test_on_generated_label_maps(
+    seg_shapes: str, tmp_path, run_tool: Callable, tool_env: Dict[str, str]
+):
+    work_dir = tmp_path / 'work'
+    options = _tool_options(seg_shapes)
+    train = run_tool(
+        'train.py', TINY_SEG_CONFIG, '--work-dir', str(work_dir), '--cfg-options', *options
+    )
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    checkpoint = work_dir / 'iter_6.pth'
+    assert checkpoint.is_file()
+    log = train.stdout + train.stderr
+    assert 'mIoU' in log and 'per class results' in log
+    state = torch.load(str(checkpoint))  # torch's default weights_only=True
+    assert any(k.startswith('backbone.head.') for k in state['state_dict'])
+
+    results = tmp_path / 'results.pkl'
+    test = run_tool(
+        'test.py', TINY_SEG_CONFIG, str(checkpoint), '--work-dir', str(tmp_path / 'test_work'),
+        '--out', str(results), '--show-dir', str(tmp_path / 'shown'), '--cfg-options', *options,
+    )  # fmt: skip
+    assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
+    assert 'mIoU' in test.stdout + test.stderr
+    with open(results, 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 4
+    assert tuple(predictions[0]['pred_sem_seg']['data'].shape) == (1, 64, 64)
+    shown = glob.glob(str(tmp_path / 'shown' / '**' / '*.png'), recursive=True)
+    assert len(shown) == 4
+    picture = cv2.imread(shown[0])
+    assert picture.shape[:2] == (64, 128)  # ground truth beside the prediction
