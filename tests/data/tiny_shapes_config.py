@@ -75,3 +75,11 @@ default_hooks = dict(
     visualization=dict(type='DetVisualizationHook', draw=False),
 )
 randomness = dict(seed=0, deterministic=True)
+# fp32, as the tests expect (the demo itself trains its backbone and neck in bf16); tests of
+# mixed precision ask for it with --amp.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    clip_grad=dict(max_norm=35, norm_type=2),
+)
