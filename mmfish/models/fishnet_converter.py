@@ -81,10 +81,6 @@ _FIXED_RE = re.compile(
     + _LEAF
     + '$'
 )
-# Keys of the reported "well-trained" layout that the reference code does not produce.
-_WELLTRAINED_HINT_RE = re.compile(
-    r'^fish\.fish\.(3\.1\.\d+\.|9\.4\.[0234]\.|9\.2\.\d+\.|\d\.0\.0\.shortcut\.(weight|bias)$)'
-)
 
 
 class FishNetConversionError(ValueError):
@@ -298,18 +294,10 @@ def convert(
     # Every key must have a place by name, the score head's too even when it is dropped.
     known = expected_shapes(target, 1000)
     unplaced += [source_key for k, (source_key, _) in mapped.items() if k not in known]
+    # (Well-trained keys never get here: converter_layouts renamed them or refused the file.)
     if unplaced:
-        hint = ''
-        if any(_WELLTRAINED_HINT_RE.match(key) for key in unplaced):
-            hint = (
-                ' These look like the "well-trained" checkpoints, which split the bridge and '
-                'score layers differently from the reference code (e.g. fish.fish.3.1.0.weight '
-                'for fish.fish.3.0.2.weight; there fish.fish.9.4.1 is a norm layer, not the '
-                'classifier): that layout is not supported.'
-            )
         raise UnplacedKeyError(
-            f'Cannot place {_listing(unplaced)} on mmfish FishNet {target}{closest}.{hint}',
-            unplaced,
+            f'Cannot place {_listing(unplaced)} on mmfish FishNet {target}{closest}.', unplaced
         )
 
     num_classes = 1000

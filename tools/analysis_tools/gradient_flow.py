@@ -55,14 +55,16 @@ from mmengine.logging import MMLogger
 from mmfish.models import FishNet
 from mmfish.models.backbones.fish_blocks import PreActBottleneck
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the sibling feature_maps.py
+from feature_maps import IMAGENET_MEAN as MEAN  # noqa: E402
+from feature_maps import IMAGENET_STD as STD  # noqa: E402
+from feature_maps import read_image  # noqa: E402
+
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 RESNETS = {f'resnet{d}': d for d in RESNET_DEPTHS}
 NUM_CLASSES = 1000
 SIZE_DIVISOR = 32
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
-# ImageNet statistics (RGB, 0-255), as mmdet's and the reference's preprocessing use them.
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
 
 
 def known_models() -> Tuple[str, ...]:
@@ -212,21 +214,6 @@ def load_images(directory: str, batch: int, shape: int) -> Tuple[torch.Tensor, L
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     return (torch.stack(images) - mean) / std, names
-
-
-def read_image(path: str):
-    """An RGB uint8 array, or an error naming the file that could not be read."""
-    import mmcv
-
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: no such image file')
-    try:
-        image = mmcv.imread(path, channel_order='rgb')
-    except Exception as error:  # mmcv / cv2 raise various errors on a broken file
-        raise ValueError(f'{path}: cannot be read as an image ({error})') from None
-    if image is None:
-        raise ValueError(f'{path}: cannot be read as an image (not a picture OpenCV can decode)')
-    return image
 
 
 def measure(probe: Probe, images: torch.Tensor, labels: torch.Tensor) -> dict:

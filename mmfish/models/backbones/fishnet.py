@@ -242,24 +242,15 @@ class FishNet(BaseModule):
             body_transfer_blocks=(2, 2, 2),
             head_transfer_blocks=(2, 2, 9),
         ),
-        # FishNeXt-150 (the paper's residual blocks "with identity mapping and grouping",
-        # as ResNeXt; no reference code): FishNet-150's blocks with a grouped 3x3 convolution of
-        # 48 groups, 2 channels per group in the blocks working at stride 4, doubling with each
-        # halving of the resolution (4, 8, 16 at strides 8, 16, 32): bottleneck widths 96, 192,
-        # 384, 768. 48 groups of 2 is the setting that puts the classifier at about 26M
-        # parameters as the paper says (26,750,888 with a 1000-class score head; 32 groups of
-        # 2 give 19.3M, 32 of 3 give 27.6M).
-        'fishnext150': dict(
-            tail_blocks=(2, 4, 8),
-            bridge_blocks=4,
-            body_blocks=(2, 2, 2),
-            head_blocks=(2, 2, 4),
-            body_transfer_blocks=(2, 2, 2),
-            head_transfer_blocks=(2, 2, 4),
-            groups=48,
-            group_width=2,
-        ),
     }
+    # FishNeXt-150 (the paper's residual blocks "with identity mapping and grouping",
+    # as ResNeXt; no reference code): FishNet-150's blocks with a grouped 3x3 convolution of
+    # 48 groups, 2 channels per group in the blocks working at stride 4, doubling with each
+    # halving of the resolution (4, 8, 16 at strides 8, 16, 32): bottleneck widths 96, 192,
+    # 384, 768. 48 groups of 2 is the setting that puts the classifier at about 26M
+    # parameters as the paper says (26,750,888 with a 1000-class score head; 32 groups of
+    # 2 give 19.3M, 32 of 3 give 27.6M).
+    arch_settings['fishnext150'] = dict(arch_settings['fishnet150'], groups=48, group_width=2)
 
     def __init__(
         self,

@@ -1,0 +1,25 @@
+# FishNet-150 as a segmentation backbone: the settings every mmfish mmseg config shares. A config
+# names this file beside mmseg's R-50 config and takes `fishnet_backbone` /
+# `fishnet_out_channels` from it (`_base_.fishnet_backbone`: mmengine forbids duplicate keys among
+# bases, so these are variables, not `model`); a variant changes `arch` and the checkpoint.
+custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
+
+# tools/model_converters/fishnet2mmdet.py writes this file from the authors' ImageNet checkpoint
+# (README, "ImageNet weights"); --cfg-options model.backbone.init_cfg=None trains from scratch.
+pretrained = 'checkpoints/fishnet150_in1k_mmfish.pth'
+fishnet_backbone = dict(
+    _delete_=True,  # replaces mmseg's ResNet-50 settings
+    type='FishNet',
+    arch='fishnet150',
+    # the body's last feature and the head's three: strides 4, 8, 16, 32 (the measurement on
+    # the shapes data has not yet decided between this and the alternatives: README,
+    # "Semantic segmentation")
+    out_indices=(7, 8, 9, 10),
+    out_norm=True,
+    frozen_stages=-1,  # as mmseg's ResNet configs: nothing frozen, norms trained
+    norm_cfg=dict(type='SyncBN', requires_grad=True),
+    norm_eval=False,
+    init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+)
+# = FishNet.out_channels for these out_indices (tests/test_segmentation.py checks it)
+fishnet_out_channels = [320, 832, 1600, 2112]
