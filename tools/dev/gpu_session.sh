@@ -172,10 +172,13 @@ wait_setup() {
 # ----------------------------------------------------------------------------------- steps
 cuda_tests() {  # cuda_tests PYTEST_K: the CUDA tests selected by -k, appended to test_cuda.log
     echo "==== pytest tests/test_cuda.py -k '$1'" >>"$RESULTS/test_cuda.log"
-    T "$PY" -m pytest tests/test_cuda.py -k "$1" -q -rs -p no:cacheprovider \
+    # -rfEs --tb=short: every failure's message in the log; faulthandler: the stacks of a hang
+    # (a timeout left no message in the first GPU session); junit: one record per test
+    T "$PY" -m pytest tests/test_cuda.py -k "$1" -q -rfEs --tb=short -p no:cacheprovider \
+        -o faulthandler_timeout=240 --junitxml="$RESULTS/test_cuda_junit.xml" \
         >>"$RESULTS/test_cuda.log" 2>&1
     local rc=$?
-    cp "$RESULTS/test_cuda.log" "$OUT/"
+    cp "$RESULTS/test_cuda.log" "$RESULTS/test_cuda_junit.xml" "$OUT/" 2>/dev/null
     tail -25 "$RESULTS/test_cuda.log"
     return $rc
 }
