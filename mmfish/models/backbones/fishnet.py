@@ -202,7 +202,12 @@ class FishNet(BaseModule):
             tensor. Values equal the contiguous network's up to float rounding order.
         init_cfg: None is the reference's initialisation (conv weights normal with std
             ``sqrt(2 / (k * k * out_channels))``, norms 1 and 0); or an mmengine init config,
-            e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
+            e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``. A
+            ``Pretrained`` checkpoint must be this variant's (the converter records it) with
+            this model's keys and shapes, or :meth:`init_weights` refuses it
+            (:mod:`~mmfish.models.backbones.fishnet_pretrained`). Training from scratch needs
+            more than None here: nothing frozen and norms trained (``frozen_stages=-1``,
+            ``norm_eval=False``), as the ``*_gn-all_scratch_6x_coco.py`` configs set.
 
     Example:
         >>> import torch

@@ -130,25 +130,20 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
             'training of the same arch.'
         )
     named = [w for w in weights if os.path.basename(w.converted) == os.path.basename(path)]
-    first, others = (named[0], [w for w in weights if w is not named[0]]) if named else (None, [])
-    if first is not None:
-        text = (
-            f'Convert {first.file} ({first.source}, {first.top1}% ImageNet top-1), the file this '
-            f'path names: `python {CONVERTER} {first.file} {path} --arch {arch}`.'
-        )
-    else:
-        others = weights
-        text = (
-            f'Convert an ImageNet file of {arch}: '
-            f'`python {CONVERTER} SOURCE {path} --arch {arch}`.'
-        )
+    first = named[0] if named else weights[0]  # the file this path names, else the strongest
+    others = [w for w in weights if w is not first]
+    text = (
+        f'Convert {first.file} ({first.source}, {first.top1}% ImageNet top-1'
+        + ('; the file this path names' if named else '')
+        + f'): `python {CONVERTER} {first.file} {path} --arch {arch}`.'
+    )
     if others:
         listed = '; '.join(
             f'{w.file} ({w.source}, {w.top1}% top-1), which the configs expect converted to '
             f'{w.converted}'
             for w in others
         )
-        text += f' Published {arch} files: {listed} (README, "ImageNet weights").'
+        text += f' Other published {arch} files: {listed} (README, "ImageNet weights").'
     return text
 
 
