@@ -9,7 +9,9 @@ stages not built, a detector's backbone under ``prefix``) still load. The checkp
 seeded reference-format weights of ``tests/fixtures/reference``, converted as a user does.
 """
 
+import glob
 import os.path as osp
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Dict
@@ -22,10 +24,22 @@ from mmengine.config import Config
 from test_converter import ROOT, reference_checkpoint, seeded_reference_state_dict
 
 from mmfish.models import FishNet
-from mmfish.models.backbones.fishnet_pretrained import PretrainedMismatchError
+from mmfish.models.backbones.fishnet_pretrained import (
+    NO_PUBLISHED_WEIGHTS,
+    PUBLISHED_WEIGHTS,
+    PretrainedMismatchError,
+)
 from mmfish.models.fishnet_converter import convert_checkpoint
 
 register_all_modules()
+
+# Every config that starts from ImageNet weights: the 1x COCO ones (FishNeXt has none) and the
+# segmentation ones.
+PRETRAINED_CONFIGS = sorted(
+    osp.relpath(path, ROOT)
+    for pattern in ('configs/*_fishnet*_fpn_1x_coco.py', 'configs/segmentation/*_fishnet*.py')
+    for path in glob.glob(osp.join(ROOT, pattern))
+)
 
 
 @pytest.fixture(scope='module')
@@ -146,6 +160,47 @@ def test_the_cli_records_variant_and_source_in_the_meta(sources, tmp_path, run_t
     assert meta['layout'] == 'reference' and meta['source'] == 'fishnet99_ckpt.tar'
 
 
+# ------------------------------------------------------------ the missing-file message, per config
+@pytest.mark.parametrize('config', PRETRAINED_CONFIGS)
+def test_missing_file_message_names_the_configs_own_source(config, tmp_path, monkeypatch):
+    backbone = Config.fromfile(osp.join(ROOT, config)).model.backbone
+    monkeypatch.chdir(tmp_path)
+    model = MODELS.build(backbone)
+    path = backbone.init_cfg.checkpoint
+    with pytest.raises(FileNotFoundError) as error:
+        model.init_weights()
+    message = str(error.value)
+    arch = model.variant_name
+    others = [w.file for w in PUBLISHED_WEIGHTS if w.arch != arch]
+    assert not [f for f in others if f in message], f'{config} names another variant: {message}'
+    if arch in NO_PUBLISHED_WEIGHTS:
+        assert 'No FishNet-201 ImageNet weights are published' in message
+        assert f'SOURCE {path} --arch {arch}' in message
+    else:
+        (source,) = [w for w in PUBLISHED_WEIGHTS if w.converted == path]  # the file it expects
+        assert source.arch == arch
+        assert f'fishnet2mmdet.py {source.file} {path} --arch {arch}' in message
+    # Not the 1x configs' init_cfg=None, which keeps frozen stages and norms: the scratch recipe.
+    assert f'configs/mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py' in message
+    assert osp.isfile(osp.join(ROOT, 'configs', f'mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py'))
+
+
+def test_published_weights_are_the_readmes_table():
+    """``PUBLISHED_WEIGHTS`` (what the messages name) and README "Which file to start from"."""
+    readme = open(osp.join(ROOT, 'README.md')).read()
+    table = readme.split('### Which file to start from', 1)[1].split('\n\n')[1]
+    rows = [row.split('|')[1:-1] for row in table.splitlines() if row.startswith('| FishNet-')]
+    supported, unsupported = set(), set()
+    for variant, _, file, accuracy, converted in rows:
+        arch = 'fishnet' + variant.strip().split('-')[1]
+        target = re.findall(r'`([^`]+)`', converted)
+        top1 = float(accuracy.split('/')[0])
+        entry = (arch, file.strip().strip('`'), top1, target[0] if target else None)
+        (supported if target else unsupported).add(entry)
+    assert supported == {(w.arch, w.file, w.top1, w.converted) for w in PUBLISHED_WEIGHTS}
+    assert {arch for arch, *_ in unsupported} <= set(NO_PUBLISHED_WEIGHTS)
+
+
 # ---------------------------------------------------------------------- what else is refused
 def test_a_missing_tensor_is_refused_even_with_the_right_meta(converted, tmp_path):
     checkpoint = _loaded(str(converted['fishnet99']))
@@ -259,7 +314,7 @@ def test_detector_backbone_with_positional_out_norms_loads_under_prefix(tmp_path
 def test_train_py_stops_before_training(
     converted, tmp_path, tiny_shapes: str, data_opts: Callable, run_tool: Callable
 ):
-    """The issue's run: FishNet-99 from a FishNet-150 file. One line of error, nothing trained."""
+    """The issue's run: FishNet-99 from a FishNet-150 file. It stops before the first iteration."""
     config = tmp_path / 'fishnet99_from_150.py'
     config.write_text(
         f'_base_ = {osp.join(ROOT, "tests", "data", "tiny_shapes_config.py")!r}\n'

@@ -156,17 +156,17 @@ def how_to_train_from_scratch(model: 'FishNet') -> str:
         config = SCRATCH_CONFIG.format(arch='fishnet150') + (
             f' with --cfg-options model.backbone.arch={variant}' if variant else ' with your arch'
         )
-    frozen = model.frozen_stages >= 0 or model.norm_eval
-    return (
-        f'To train without ImageNet weights, use a from-scratch recipe, {config} '
-        '(README, "Training from scratch")'
-        + (
-            f': init_cfg=None alone would keep frozen_stages={model.frozen_stages} and '
-            f'norm_eval={model.norm_eval}, which keep random layers frozen and norm statistics '
-            'at their initial values.'
-            if frozen
-            else ', or set init_cfg=None.'
+    if model.frozen_stages >= 0 or model.norm_eval:
+        return (
+            f'To train without ImageNet weights, use a from-scratch recipe, {config} (README, '
+            f'"Training from scratch"): init_cfg=None alone would keep frozen_stages='
+            f'{model.frozen_stages} and norm_eval={model.norm_eval}, which leave random layers '
+            'frozen and norm statistics at their initial values.'
         )
+    return (
+        'To train without ImageNet weights, set init_cfg=None (this backbone freezes nothing and '
+        f'trains its norms); for detection, the full from-scratch recipe is {config} (README, '
+        '"Training from scratch").'
     )
 
 
