@@ -148,18 +148,6 @@ def test_earlier_conversion_without_meta_is_refused_by_its_keys(converted, tmp_p
     assert 'unexpected: 306 (tail.1.blocks.2.norm1.weight, ' in message
 
 
-def test_the_cli_records_variant_and_source_in_the_meta(sources, tmp_path, run_tool):
-    dst = tmp_path / 'fishnet99_in1k_mmfish.pth'
-    proc = run_tool(
-        'model_converters/fishnet2mmdet.py', str(sources['fishnet99']), str(dst), '--arch',
-        'fishnet99',
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    meta = _loaded(str(dst))['meta']
-    assert meta['arch'] == 'fishnet99'
-    assert meta['layout'] == 'reference' and meta['source'] == 'fishnet99_ckpt.tar'
-
-
 # ------------------------------------------------------------ the missing-file message, per config
 @pytest.mark.parametrize('config', PRETRAINED_CONFIGS)
 def test_missing_file_message_names_the_configs_own_source(config, tmp_path, monkeypatch):

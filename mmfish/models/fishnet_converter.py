@@ -478,7 +478,11 @@ def convert_checkpoint(
     Reads any layout of :mod:`mmfish.models.converter_layouts`. Writes ``{'state_dict': ...,
     'meta': {'arch', 'layout', 'source', 'with_score', 'num_classes'}}`` with :func:`torch.save`
     to a temporary file then renamed to ``dst`` (on any error ``dst`` is left as it was),
-    loadable by ``FishNet(arch=..., init_cfg=dict(type='Pretrained', checkpoint=dst))``.
+    loadable by ``FishNet(arch=..., init_cfg=dict(type='Pretrained', checkpoint=dst))``. The
+    meta records the variant (``arch``: ``arch`` if given, which must be the file's, else the one
+    detected), the ``layout`` read and the ``source`` file's name: FishNet's ``Pretrained`` init
+    refuses the file for a model of another variant
+    (:mod:`mmfish.models.backbones.fishnet_pretrained`).
 
     Returns:
         The ``meta`` dict written.
