@@ -239,6 +239,13 @@ def test_custom_archs(converted, tmp_path):
         _pretrained(converted['fishnet99'], arch=tiny).init_weights()
 
 
+def test_batch_norm_weights_into_a_group_norm_backbone_are_refused(converted):
+    gn = dict(type='GN', num_groups=16, requires_grad=True)
+    expected = r'lose their running statistics.*Fix: Only norm statistics differ.*GN'
+    with pytest.raises(PretrainedMismatchError, match=expected):
+        _pretrained(converted['fishnet99'], arch='fishnet99', norm_cfg=gn).init_weights()
+
+
 def test_detector_checkpoint_without_prefix_says_to_set_it(tmp_path):
     state = {f'backbone.{k}': v for k, v in FishNet('fishnet99').state_dict().items()}
     path = _save(tmp_path / 'detector.pth', state)

@@ -334,14 +334,23 @@ def check_pretrained(
             'Only the score head is missing: convert with --keep-score for '
             'FishNet(num_classes=...).'
         )
+    statistics = ('.running_mean', '.running_var', '.num_batches_tracked')
+    if (missing or unexpected) and all(k.endswith(statistics) for k in missing + unexpected):
+        consequence = 'Loaded, its norms would lose their running statistics.'
+        fix = (
+            'Only norm statistics differ: the file was trained with another kind of norm '
+            "(BatchNorm keeps running statistics, GroupNorm none) than this model's norm_cfg "
+            f'{dict(model.norm_cfg)}; build the backbone with the norm_cfg of the file.'
+        )
+    else:
+        consequence = 'Loaded, it would leave part of the backbone at its random initialisation.'
+        fix = f'{how_to_get_weights(variant, path)} {how_to_train_from_scratch(model)}'
     raise PretrainedMismatchError(
-        f'{model_name} refuses the Pretrained checkpoint {path!r}: {what}. Loaded, it would leave '
-        'part of the backbone at its random initialisation. Keys '
+        f'{model_name} refuses the Pretrained checkpoint {path!r}: {what}. {consequence} Keys '
         + ('; '.join(details) if details else 'match')
         + '. '
-        + ' '.join(hints)
-        + (' ' if hints else '')
-        + f'Fix: {how_to_get_weights(variant, path)} {how_to_train_from_scratch(model)}'
+        + ''.join(hint + ' ' for hint in hints)
+        + f'Fix: {fix}'
     )
 
 
