@@ -31,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
+from mmengine.model.weight_init import PretrainedInit
+from mmengine.runner.checkpoint import _load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.registry import register_model
@@ -667,9 +669,6 @@ class FishNet(BaseModule):
         Read once here and once more by mmengine's loader: a second read of a file of about
         100 MB, once per training.
         """
-        from mmengine.model.weight_init import PretrainedInit
-        from mmengine.runner.checkpoint import _load_checkpoint
-
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
         for cfg in cfgs:
             if cfg.get('type') not in ('Pretrained', PretrainedInit) or not cfg.get('checkpoint'):
