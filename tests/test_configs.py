@@ -2,11 +2,13 @@
 
 The mmseg configs under configs/segmentation/ are tested in tests/test_segmentation.py."""
 
+import ast
 import glob
 import os.path as osp
 import subprocess
 import sys
 
+import mmdet
 import pytest
 import torch
 from mmdet.registry import MODELS
@@ -14,6 +16,7 @@ from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.structures import InstanceData
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.models import FishNet
 
@@ -28,6 +31,9 @@ CONFIGS = sorted(
     and osp.join('configs', 'segmentation') not in p
 )
 COCO_CONFIGS = [c for c in CONFIGS if c.endswith('_coco.py')]
+# mmdet's configs/scratch/ recipe (README, "Training from scratch"); the others fine-tune 1x.
+SCRATCH_CONFIGS = [c for c in COCO_CONFIGS if c.endswith('_gn-all_scratch_6x_coco.py')]
+ONE_X_CONFIGS = [c for c in COCO_CONFIGS if c not in SCRATCH_CONFIGS]
 # Variants of which no ImageNet checkpoint exists (README, "FishNeXt").
 NO_IMAGENET_WEIGHTS = ('fishnext150',)
 
@@ -45,6 +51,7 @@ def test_the_expected_configs_exist():
     for kind in ('mask_rcnn', 'faster_rcnn'):
         for arch in ('fishnet99', 'fishnet150', 'fishnet201'):
             assert f'{kind}_{arch}_fpn_1x_coco.py' in names
+            assert f'{kind}_{arch}_fpn_gn-all_scratch_6x_coco.py' in names
 
 
 @pytest.mark.parametrize('config', CONFIGS)
@@ -61,7 +68,7 @@ def test_config_builds_with_neck_fed_by_the_backbone(config):
     }
 
 
-@pytest.mark.parametrize('config', COCO_CONFIGS)
+@pytest.mark.parametrize('config', ONE_X_CONFIGS)
 def test_coco_configs_follow_the_1x_recipe(config):
     cfg = Config.fromfile(osp.join(ROOT, config))
     arch = osp.basename(config).split('_')[2]
@@ -96,12 +103,9 @@ def test_fishnet_settings_live_in_one_place():
     ]
     assert defining == [base]
     for config in COCO_CONFIGS:
-        lines = [
-            line
-            for line in open(osp.join(ROOT, config)).read().splitlines()
-            if line.strip() and not line.lstrip().startswith('#')
-        ]
-        assert len(lines) <= 5, f'{config} repeats settings: {lines}'
+        statements = ast.parse(open(osp.join(ROOT, config)).read()).body
+        names = [ast.unparse(s.targets[0]) for s in statements if isinstance(s, ast.Assign)]
+        assert len(statements) <= 5, f'{config} repeats settings: {names}'
 
 
 def test_custom_imports_alone_registers_fishnet(tmp_path):
@@ -164,3 +168,99 @@ def test_mask_rcnn_with_fishnet_trains_and_predicts_on_cpu():
         results = model(**data, mode='predict')
     pred = results[0].pred_instances
     assert pred.bboxes.shape[1] == 4 and len(pred.masks) == len(pred.bboxes)
+
+
+# ------------------------------------------------------------------------- from scratch, 6x GN
+def _mmdet_scratch(config: str) -> Config:
+    kind = 'mask-rcnn' if 'mask_rcnn' in config else 'faster-rcnn'
+    configs = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
+    return Config.fromfile(
+        osp.join(configs, 'scratch', f'{kind}_r50-scratch_fpn_gn-all_6x_coco.py')
+    )
+
+
+def _plain(value):
+    """Config values without the ``_scope_`` keys that ``mmdet::`` bases add."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k != '_scope_'}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _get(cfg: Config, dotted: str):
+    for part in dotted.split('.'):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.parametrize('config', SCRATCH_CONFIGS)
+def test_scratch_configs_follow_mmdets_scratch_recipe(config):
+    """mmdet's configs/scratch/ settings for ResNet-50, with FishNet: read from mmdet's files."""
+    cfg, recipe = Config.fromfile(osp.join(ROOT, config)), _mmdet_scratch(config)
+    backbone = cfg.model.backbone
+    assert backbone.type == 'FishNet' and backbone.arch == osp.basename(config).split('_')[2]
+    assert backbone.init_cfg is None  # the reference initialisation
+    assert backbone.frozen_stages == -1 and backbone.norm_eval is False
+    assert backbone.norm_cfg.type == 'GN' and backbone.norm_cfg.requires_grad
+    same = [
+        'model.neck.norm_cfg',
+        'model.roi_head.bbox_head',  # Shared4Conv1FCBBoxHead with GN
+        'train_cfg.max_epochs',
+        'param_scheduler',  # warm-up, steps at epochs 65 and 71
+        'optim_wrapper.optimizer',
+        'optim_wrapper.paramwise_cfg',  # no weight decay on norms
+        'default_hooks.checkpoint.max_keep_ckpts',
+        'train_dataloader',
+        'auto_scale_lr',
+    ]
+    if 'mask_rcnn' in config:
+        same.append('model.roi_head.mask_head.norm_cfg')
+    for key in same:
+        assert _plain(_get(cfg, key)) == _plain(_get(recipe, key)), key
+    assert cfg.train_cfg.max_epochs == 73
+    assert cfg.optim_wrapper.clip_grad.max_norm > 0  # the FishNet family's clipping
+
+
+@pytest.mark.parametrize('config', SCRATCH_CONFIGS)
+def test_scratch_detector_has_no_batch_norm_and_trains_every_layer(config):
+    model = MODELS.build(Config.fromfile(osp.join(ROOT, config)).model)
+    model.init_weights()
+    model.train()
+    batch_norms = [n for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
+    assert batch_norms == []
+    parts = ['backbone.stem', 'backbone.out_norms', 'neck', 'roi_head.bbox_head']
+    parts += ['roi_head.mask_head'] if 'mask_rcnn' in config else []
+    for part in parts:
+        assert any(
+            isinstance(m, torch.nn.GroupNorm)
+            for n, m in model.named_modules()
+            if n.startswith(part)
+        ), f'no GroupNorm in {part}'
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == []
+    in_eval = [n for n, m in model.named_modules() if not m.training]
+    assert in_eval == []
+    # The reference initialisation: norms 1 and 0.
+    for norm in (model.backbone.stem[1], model.backbone.out_norms['10']):
+        assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
+
+
+def test_scratch_mask_rcnn_trains_a_step_in_every_layer():
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/mask_rcnn_fishnet99_fpn_gn-all_scratch_6x_coco.py')
+    )
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    data = model.data_preprocessor(_mask_rcnn_inputs(), training=True)
+    losses = model(**data, mode='loss')
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total) and 'loss_mask' in losses
+    total.backward()
+    optimizer.step()
+    # Every backbone parameter took part and moved, the stem's and its norms' included.
+    unmoved = [n for n, p in model.backbone.named_parameters() if torch.equal(p, before[n])]
+    assert unmoved == []

@@ -345,5 +345,5 @@ def test_state_dict_roundtrip_is_stable():
 def test_missing_pretrained_file_says_how_to_get_it(tmp_path):
     missing = str(tmp_path / 'fishnet150_in1k_mmfish.pth')
     model = FishNet('fishnet99', init_cfg=dict(type='Pretrained', checkpoint=missing))
-    with pytest.raises(FileNotFoundError, match='fishnet2mmdet.py.*init_cfg=None'):
+    with pytest.raises(FileNotFoundError, match='fishnet99_ckpt.tar.*fishnet2mmdet.py.*scratch'):
         model.init_weights()

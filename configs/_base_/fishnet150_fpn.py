@@ -11,8 +11,9 @@ custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
 #   authors' fishnet150_ckpt_welltrained.tar (79.35%)
 #       -> checkpoints/fishnet150_welltrained_in1k_mmfish.pth
 #   authors' fishnet150_ckpt.tar (78.14%) -> checkpoints/fishnet150_in1k_mmfish.pth
-# Another file: --cfg-options model.backbone.init_cfg.checkpoint=PATH; from scratch:
-# --cfg-options model.backbone.init_cfg=None.
+# Another file: --cfg-options model.backbone.init_cfg.checkpoint=PATH. Without ImageNet weights,
+# train with the *_gn-all_scratch_6x_coco.py configs (`fishnet_scratch_backbone` below):
+# init_cfg=None alone would keep the frozen stem and the frozen BatchNorm statistics set here.
 pretrained = 'checkpoints/fishnet150_pytorchcv_in1k_mmfish.pth'
 fishnet_backbone = dict(
     _delete_=True,  # replaces mmdet's ResNet-50 settings
@@ -26,6 +27,17 @@ fishnet_backbone = dict(
     norm_cfg=dict(type='BN', requires_grad=True),
     norm_eval=True,
     init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+)
+# From scratch, as mmdet's configs/scratch/ train ResNet-50 (README, "Training from scratch"): the
+# reference initialisation, nothing frozen, GroupNorm trained in every layer (the out norms too).
+# 16 groups: FishNet's norms have 16 to 2112 channels, 80, 208 and 400 among them, which 32
+# groups (mmdet's, kept in the neck and heads) do not divide.
+fishnet_scratch_backbone = dict(
+    fishnet_backbone,
+    frozen_stages=-1,
+    norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),
+    norm_eval=False,
+    init_cfg=None,
 )
 # = FishNet.out_channels for these out_indices (tests/test_configs.py checks it)
 fishnet_neck = dict(in_channels=[320, 832, 1600, 2112])

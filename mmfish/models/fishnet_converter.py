@@ -38,6 +38,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from mmfish.models.backbones.fishnet import CONSUMER_NORMS
+from mmfish.models.backbones.fishnet_pretrained import block_counts
 
 ARCHS: Tuple[str, ...] = ('fishnet99', 'fishnet150', 'fishnet201')
 # The out norms the converter writes: those of FishNet's default out_indices (the FPN input).
@@ -154,28 +155,6 @@ def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict[
     return OrderedDict(
         (key[len('module.') :] if key.startswith('module.') else key, value)
         for key, value in state_dict.items()
-    )
-
-
-def block_counts(mmfish_keys: Iterable[str]) -> Dict[str, object]:
-    """Block counts in the layout of ``FishNet.arch_settings``, read from mmfish key names."""
-    found: Dict[str, int] = {}
-    for key in mmfish_keys:
-        match = re.match(r'^((?:tail|body|head)\.\d|bridge)\.(blocks|transfer)\.(\d+)\.', key)
-        if match:
-            group = f'{match.group(1)}.{match.group(2)}'
-            found[group] = max(found.get(group, 0), int(match.group(3)) + 1)
-
-    def triple(part: str, kind: str) -> Tuple[int, ...]:
-        return tuple(found.get(f'{part}.{i}.{kind}', 0) for i in range(3))
-
-    return dict(
-        tail_blocks=triple('tail', 'blocks'),
-        bridge_blocks=found.get('bridge.blocks', 0),
-        body_blocks=triple('body', 'blocks'),
-        head_blocks=triple('head', 'blocks'),
-        body_transfer_blocks=triple('body', 'transfer'),
-        head_transfer_blocks=triple('head', 'transfer'),
     )
 
 
@@ -499,7 +478,11 @@ def convert_checkpoint(
     Reads any layout of :mod:`mmfish.models.converter_layouts`. Writes ``{'state_dict': ...,
     'meta': {'arch', 'layout', 'source', 'with_score', 'num_classes'}}`` with :func:`torch.save`
     to a temporary file then renamed to ``dst`` (on any error ``dst`` is left as it was),
-    loadable by ``FishNet(arch=..., init_cfg=dict(type='Pretrained', checkpoint=dst))``.
+    loadable by ``FishNet(arch=..., init_cfg=dict(type='Pretrained', checkpoint=dst))``. The
+    meta records the variant (``arch``: ``arch`` if given, which must be the file's, else the one
+    detected), the ``layout`` read and the ``source`` file's name: FishNet's ``Pretrained`` init
+    refuses the file for a model of another variant
+    (:mod:`mmfish.models.backbones.fishnet_pretrained`).
 
     Returns:
         The ``meta`` dict written.

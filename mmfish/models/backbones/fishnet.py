@@ -24,19 +24,22 @@ index  part                channels (all archs)  stride
 import os
 import re
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
+from mmengine.model.weight_init import PretrainedInit
+from mmengine.runner.checkpoint import _load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.registry import register_model
 from mmfish.utils.typing import ConfigType, OptConfigType, OptMultiConfig
 
 from .fish_blocks import BodyStage, Bridge, HeadStage, ScoreHead, Stem, TailStage, build_norm
+from .fishnet_pretrained import check_pretrained, missing_checkpoint_message
 
 # Which earlier feature each body / head stage transfers (reference ``trans_map=(2,1,0,6,5,4)``):
 # the body refines with tail features 2, 1 and the stem; the head with body features 6, 5 and
@@ -201,7 +204,12 @@ class FishNet(BaseModule):
             tensor. Values equal the contiguous network's up to float rounding order.
         init_cfg: None is the reference's initialisation (conv weights normal with std
             ``sqrt(2 / (k * k * out_channels))``, norms 1 and 0); or an mmengine init config,
-            e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
+            e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``. A
+            ``Pretrained`` checkpoint must be this variant's (the converter records it) with
+            this model's keys and shapes, or :meth:`init_weights` refuses it
+            (:mod:`~mmfish.models.backbones.fishnet_pretrained`). Training from scratch needs
+            more than None here: nothing frozen and norms trained (``frozen_stages=-1``,
+            ``norm_eval=False``), as the ``*_gn-all_scratch_6x_coco.py`` configs set.
 
     Example:
         >>> import torch
@@ -269,6 +277,10 @@ class FishNet(BaseModule):
     ) -> None:
         super().__init__(init_cfg)
         self.arch = self._parse_arch(arch)
+        # The variant's name (None for a custom dict that is no variant's settings).
+        self.variant_name: Optional[str] = next(
+            (name for name in self.arch_settings if self._parse_arch(name) == self.arch), None
+        )
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
         self.out_indices = self._check_out_indices(out_indices)
@@ -554,17 +566,24 @@ class FishNet(BaseModule):
         return self.score(self.forward_features(x)[-1])
 
     # ------------------------------------------------------------------------- checkpoint loading
-    def _fill_out_norms(self, state_dict: dict, prefix: str, *args) -> None:
-        """Before loading: give every out norm its trained counterpart in ``state_dict``.
+    def fill_out_norms(self, state_dict: dict, prefix: str = '') -> List[int]:
+        """Give every out norm its trained counterpart in ``state_dict`` (changed in place).
 
         ``out_norms.<i>`` present: kept. Written by mmfish before the out norms were keyed by
         feature index (``out_norms.<position>.0.*``): renamed. Else, from an ImageNet checkpoint,
         copied from the norm of feature ``i``'s consumer (``CONSUMER_NORMS``) where the file has
-        it. A checkpoint that has neither gets a warning (and the norm keeps its current state).
+        it.
+
+        Args:
+            state_dict: A state dict that this module (under ``prefix``) is to load.
+            prefix: The module's prefix in ``state_dict``.
+
+        Returns:
+            The features whose out norm the state dict has neither way (none without out norms).
         """
         relevant = [k for k in state_dict if k.startswith(prefix)]
-        if not relevant:
-            return
+        if self.out_norms is None or not relevant:
+            return []
         for key in [k for k in relevant if k.startswith(prefix + 'out_norms.')]:
             match = _POSITIONAL_OUT_NORM_RE.match(key[len(prefix) :])
             if match and int(match.group(1)) < len(self.out_indices):
@@ -582,6 +601,12 @@ class FishNet(BaseModule):
             for leaf in _NORM_STATE:
                 if source + leaf in state_dict:
                     state_dict[target + leaf] = state_dict[source + leaf].clone()
+        return missing
+
+    def _fill_out_norms(self, state_dict: dict, prefix: str, *args) -> None:
+        """Load pre-hook: :meth:`fill_out_norms`; a checkpoint that has neither gets a warning
+        (and the norm keeps its current state)."""
+        missing = self.fill_out_norms(state_dict, prefix)
         if missing:
             warnings.warn(
                 f'FishNet: the checkpoint has no trained norm for feature(s) {missing} '
@@ -619,9 +644,14 @@ class FishNet(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        """Reference initialisation when ``init_cfg`` is None, else mmengine's."""
+        """Reference initialisation when ``init_cfg`` is None, else mmengine's.
+
+        A ``Pretrained`` checkpoint is checked first (:func:`~mmfish.models.backbones.
+        fishnet_pretrained.check_pretrained`): a missing file, or one that would load only in
+        part (another variant, other keys or shapes), stops here with the fix.
+        """
         if self.init_cfg is not None:
-            self._check_pretrained_file()
+            self._check_pretrained_files()
             super().init_weights()
             return
         for module in self.modules():
@@ -633,16 +663,19 @@ class FishNet(BaseModule):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def _check_pretrained_file(self) -> None:
-        """A missing local ``Pretrained`` checkpoint says how to get it."""
+    def _check_pretrained_files(self) -> None:
+        """Every ``Pretrained`` checkpoint of ``init_cfg`` exists and fits this model.
+
+        Read once here and once more by mmengine's loader: a second read of a file of about
+        100 MB, once per training.
+        """
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
         for cfg in cfgs:
-            path = cfg.get('checkpoint') if cfg.get('type') == 'Pretrained' else None
-            if path and '://' not in path and not os.path.isfile(os.path.expanduser(path)):
-                raise FileNotFoundError(
-                    f'FishNet pretrained checkpoint {path!r} not found (cwd: {os.getcwd()}). '
-                    "Convert ImageNet weights (the authors' or pytorchcv's; README, \"ImageNet "
-                    'weights", lists them with their accuracy) with `python '
-                    f'tools/model_converters/fishnet2mmdet.py SOURCE {path}`, or train from '
-                    'scratch with `--cfg-options model.backbone.init_cfg=None`.'
-                )
+            if cfg.get('type') not in ('Pretrained', PretrainedInit) or not cfg.get('checkpoint'):
+                continue
+            path = cfg['checkpoint']
+            if '://' not in path and not os.path.isfile(os.path.expanduser(path)):
+                raise FileNotFoundError(missing_checkpoint_message(self, path))
+            checkpoint = _load_checkpoint(path, map_location='cpu')
+            if isinstance(checkpoint, Mapping):
+                check_pretrained(self, checkpoint, path, cfg.get('prefix'))
