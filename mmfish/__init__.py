@@ -21,7 +21,7 @@ warnings.filterwarnings(
 )
 
 from .engine.runner.checkpoint_compat import allow_mmengine_checkpoints  # noqa: E402
-from .version import __version__
+from .version import __version__  # noqa: E402
 
 allow_mmengine_checkpoints()
 
