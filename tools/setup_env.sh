@@ -55,8 +55,8 @@ else
     fi
     PY="$VENV/bin/python"
 fi
-"$PY" -c 'import sys; assert sys.version_info >= (3, 8), sys.version' \
-    || fail "python >= 3.8 is required, found $("$PY" --version 2>&1)"
+"$PY" -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \
+    || fail "python >= 3.10 is required (torch 2.13.0 needs it), found $("$PY" --version 2>&1)"
 echo "python: $PY ($("$PY" --version 2>&1))"
 PIP=("$PY" -m pip --disable-pip-version-check)
 INDEX=()  # where packages come from: PyPI (pip's configuration) or, offline, the wheels only

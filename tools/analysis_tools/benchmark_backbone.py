@@ -871,7 +871,8 @@ def markdown(report: dict) -> str:
         '| speed-up vs ref. | (min) | GFLOP/s | % peak |'
         + (' peak MiB |' if memory else '')
         + ' params (M) | GMACs/img |',
-        '|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|' + ('--:|' if memory else '')
+        '|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
+        + ('--:|' if memory else '')
         + '--:|--:|',
     ]
 
