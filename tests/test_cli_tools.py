@@ -185,8 +185,13 @@ def test_test_refuses_before_writing(
     assert not work.exists() and not (tmp_path / 'r.json').exists()
 
 
-def test_test_refuses_a_missing_checkpoint(run_tool: Callable, tmp_path):
-    proc = run_tool('test.py', TINY_CONFIG, str(tmp_path / 'none.pth'), cwd=str(tmp_path))
+def test_test_refuses_a_missing_checkpoint(
+    run_tool: Callable, tiny_shapes: str, data_opts: Callable, tmp_path
+):
+    proc = run_tool(
+        'test.py', TINY_CONFIG, str(tmp_path / 'none.pth'), '--cfg-options',
+        *data_opts(tiny_shapes), cwd=str(tmp_path),
+    )  # fmt: skip
     assert proc.returncode == 2
     assert 'none.pth does not exist' in error_lines(proc)[0]
     assert os.listdir(tmp_path) == []

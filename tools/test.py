@@ -106,18 +106,22 @@ def mask_heads(model: Any, path: str = 'model') -> List[str]:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Refuse bad arguments before the config is read or anything is written."""
+    """Refuse bad arguments before the config is read (the checkpoint: after the data checks)."""
     if not osp.isfile(args.config):
         raise CliError(f'config file {args.config} does not exist')
-    if not (osp.isfile(args.checkpoint) or '://' in args.checkpoint):
-        raise CliError(
-            f'checkpoint {args.checkpoint} does not exist: give the .pth file written by training '
-            '(e.g. work_dirs/<config name>/epoch_12.pth)'
-        )
     if args.out is not None and not args.out.endswith(DUMP_SUFFIXES):
         raise CliError(
             f'--out must name a .pkl or .pickle file (the predictions are pickled data samples), '
             f'got {args.out!r}: e.g. --out {osp.splitext(args.out)[0]}.pkl'
+        )
+
+
+def check_checkpoint(checkpoint: str) -> None:
+    """Refuse a checkpoint path that names no file (URLs are left to mmengine)."""
+    if not (osp.isfile(checkpoint) or '://' in checkpoint):
+        raise CliError(
+            f'checkpoint {checkpoint} does not exist: give the .pth file written by training '
+            '(e.g. work_dirs/<config name>/epoch_12.pth)'
         )
 
 
@@ -203,6 +207,7 @@ def main() -> None:
 
     check_coco_annotations(cfg, ('test_dataloader',), ('test_evaluator',))
     check_seg_data(cfg, ('test_dataloader',))
+    check_checkpoint(args.checkpoint)  # still before the runner writes anything
     setup_cpu_distributed(cfg)  # gloo, CPU DDP and BN for SyncBN when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
