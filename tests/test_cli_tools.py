@@ -313,3 +313,22 @@ def test_cuda_setup_cannot_reuse_a_cached_cpu_build():
     assert '[[ "$FORCE_CUDA" == 1 ]] && cuda=(--cuda)' in checker
     assert 'tools/misc/check_mmcv_ops.py' in checker
     assert script.count('mmcv_ok ||') == 1  # checked again after the install
+
+
+@pytest.mark.parametrize('debug', [False, True])
+def test_converter_debug_shows_the_traceback(debug, monkeypatch, capsys, tmp_path):
+    converter = _import_tool('model_converters', 'fishnet2mmdet')
+    missing = str(tmp_path / 'fishnet99_ckpt.tar')
+    monkeypatch.setattr(sys, 'argv', ['fishnet2mmdet.py', missing, str(tmp_path / 'out.pth')])
+    monkeypatch.setenv('MMFISH_DEBUG', '1' if debug else '0')
+    if debug:
+        with pytest.raises(FileNotFoundError):
+            converter.main()
+    else:
+        with pytest.raises(SystemExit) as exit_:
+            converter.main()
+        assert exit_.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith('fishnet2mmdet: error: FileNotFoundError') and missing in err
+        assert 'MMFISH_DEBUG=1' in err
+    assert not (tmp_path / 'out.pth').exists()
