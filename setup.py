@@ -15,7 +15,7 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'configs', 'tools')),
-    python_requires='>=3.8',
+    python_requires='>=3.10',
     install_requires=[
         'torch>=2.0',
         'mmcv>=2.0.0rc4,<2.2.0',

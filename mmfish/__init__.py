@@ -6,8 +6,22 @@ MMSegmentation's too when mmseg is installed (configs load it with
 load mmengine checkpoints safely (see :mod:`mmfish.engine.runner.checkpoint_compat`).
 """
 
-from .engine.runner.checkpoint_compat import allow_mmengine_checkpoints
-from .version import __version__
+import warnings
+
+# mmengine 0.10.7 imports and then reloads setuptools' pkg_resources whenever it resolves an
+# ``mmdet::`` / ``mmseg::`` config base (``mmengine.utils.package_utils``), and setuptools >= 81
+# warns on every import of it: twice per tool run, about code that is not ours. Silenced for
+# those two imports only (the message, raised from mmengine's module or from its
+# ``importlib.reload``); any other use of pkg_resources still warns.
+warnings.filterwarnings(
+    'ignore',
+    message='pkg_resources is deprecated as an API',
+    category=UserWarning,
+    module=r'(mmengine\.utils\.package_utils|importlib)$',
+)
+
+from .engine.runner.checkpoint_compat import allow_mmengine_checkpoints  # noqa: E402
+from .version import __version__  # noqa: E402
 
 allow_mmengine_checkpoints()
 

@@ -112,8 +112,11 @@ def test_channels_last_float32_outputs_within_rounding():
         contiguous.train(train)
         channels_last.train(train)
         with torch.no_grad():
-            for out, out_cl in zip(contiguous(x), channels_last(x)):
-                assert relative_error(out_cl, out) < tolerance
+            errors = [relative_error(o_cl, o) for o, o_cl in zip(contiguous(x), channels_last(x))]
+        # the README's figure (run with -s)
+        print(f'channels-last vs contiguous, fp32, train={train}: largest relative error '
+              f'{max(errors):.1e}')  # fmt: skip
+        assert max(errors) < tolerance
 
 
 def test_outputs_are_nchw_even_for_an_nhwc_input():

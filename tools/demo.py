@@ -26,6 +26,7 @@ from mmengine.runner import Runner
 import mmfish  # noqa: F401
 from mmfish.datasets import generate_shapes_coco
 from mmfish.engine.optimizers.amp import configure_amp
+from mmfish.utils.cli import add_debug_argument, run_cli
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_fishnet99_fpn_shapes_cpu.py')
@@ -85,6 +86,7 @@ def parse_args() -> argparse.Namespace:
         '--amp', action='store_true', help='mixed precision: fp16 on a GPU, bf16 on a CPU'
     )
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings')
+    add_debug_argument(parser)
     return parser.parse_args()
 
 
@@ -138,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -25,6 +25,7 @@ from mmengine.runner import Runner
 import mmfish  # noqa: F401  (registers FishNet in mmseg's MODELS)
 from mmfish.datasets import generate_shapes_coco
 from mmfish.datasets.seg_checks import check_seg_data
+from mmfish.utils.cli import add_debug_argument, run_cli
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'segmentation', 'demo', 'fpn_fishnet99_shapes_cpu.py')
@@ -56,6 +57,7 @@ def parse_args() -> argparse.Namespace:
         '--work-dir', default='work_dirs/demo_seg', help='logs, checkpoints, pictures'
     )
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings')
+    add_debug_argument(parser)
     return parser.parse_args()
 
 
@@ -118,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# Distributed testing with torchrun: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
+# usage: [PYTHON=.venv/bin/python] tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
+# Distributed testing with torchrun, GPUS processes on this machine.
+# Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT as in mmdet.
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
+if [[ $# -lt 3 ]]; then usage >&2; exit 2; fi
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3

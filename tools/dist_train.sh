@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Distributed training with torchrun: tools/dist_train.sh CONFIG GPUS [train.py args...]
+# usage: [PYTHON=.venv/bin/python] tools/dist_train.sh CONFIG GPUS [train.py args...]
+# Distributed training with torchrun, GPUS processes on this machine (CPU processes use gloo).
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT as in mmdet.
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
+if [[ $# -lt 2 ]]; then usage >&2; exit 2; fi
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

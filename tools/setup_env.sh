@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# usage: bash tools/setup_env.sh [--help]   (or: make setup)
 # Make (or reuse) a Python environment with MMDetection 3.3 + mmfish, in the order the stack needs.
 #
 #   bash tools/setup_env.sh            # creates/reuses .venv in the repository root
@@ -23,6 +24,11 @@
 #   MMFISH_SITE=dir                     install into dir (pip --target) instead of the environment,
 #                                       leaving the python untouched; use with PYTHONPATH=dir:<repo>
 set -euo pipefail
+case "${1:-}" in
+-h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+"") ;;
+*) echo "setup_env.sh takes no arguments, only environment variables (--help lists them)" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
@@ -49,8 +55,8 @@ else
     fi
     PY="$VENV/bin/python"
 fi
-"$PY" -c 'import sys; assert sys.version_info >= (3, 8), sys.version' \
-    || fail "python >= 3.8 is required, found $("$PY" --version 2>&1)"
+"$PY" -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \
+    || fail "python >= 3.10 is required (torch 2.13.0 needs it), found $("$PY" --version 2>&1)"
 echo "python: $PY ($("$PY" --version 2>&1))"
 PIP=("$PY" -m pip --disable-pip-version-check)
 INDEX=()  # where packages come from: PyPI (pip's configuration) or, offline, the wheels only
@@ -98,18 +104,15 @@ if ! "$PY" -c 'import numpy, wheel, ninja, setuptools, pkg_resources; assert int
     "${PIP[@]}" "${INSTALL[@]}" -r "$ROOT/requirements/build.txt"
 fi
 
-mmcv_ok() {  # mmcv 2.1.0 with its ops (and, under FORCE_CUDA=1, with its CUDA ops) imports
-    installed "mmcv==$MMCV_VERSION" && "$PY" - "$FORCE_CUDA" 2>/dev/null <<'PYEOF'
-# Under FORCE_CUDA=1 with a GPU present, run a CUDA RoIAlign. (mmcv's
-# get_compiling_cuda_version() crashed the process on the H200 build with torch 2.11 + CUDA 13,
-# while the ops worked: README, "On a GPU machine".)
-import sys
-import torch
-from mmcv.ops import roi_align
-if sys.argv[1] == '1' and torch.cuda.is_available():
-    roi_align(torch.ones(1, 1, 4, 4, device='cuda'),
-              torch.tensor([[0.0, 0.0, 0.0, 3.0, 3.0]], device='cuda'), (2, 2))
-PYEOF
+mmcv_ok() {  # mmcv 2.1.0 with its ops (and, under FORCE_CUDA=1, its CUDA ops): $1=quiet hides why not
+    local cuda=()
+    [[ "$FORCE_CUDA" == 1 ]] && cuda=(--cuda)
+    installed "mmcv==$MMCV_VERSION" || return 1
+    if [[ "${1:-}" == quiet ]]; then
+        "$PY" "$ROOT/tools/misc/check_mmcv_ops.py" ${cuda[@]+"${cuda[@]}"} >/dev/null 2>&1
+    else
+        "$PY" "$ROOT/tools/misc/check_mmcv_ops.py" ${cuda[@]+"${cuda[@]}"}
+    fi
 }
 
 cuda_build_env() {  # nvcc, its CUDA against torch's, cuBLAS headers and ninja for the CUDA build
@@ -227,8 +230,8 @@ if [[ -n "$MMFISH_WHEELS" ]]; then
 fi
 
 step 4 "mmcv $MMCV_VERSION with ops, built against the installed torch"
-if mmcv_ok; then
-    echo "mmcv $MMCV_VERSION with ops already installed"
+if mmcv_ok quiet; then
+    echo "mmcv $MMCV_VERSION with ops$([[ "$FORCE_CUDA" == 1 ]] && echo ' (CUDA included)') already installed"
 elif [[ "$FORCE_CUDA" != 1 && -z "$MMCV_SDIST" ]]; then
     echo "building mmcv from source (about 11 minutes on 2 cores the first time; cached afterwards)"
     MMCV_WITH_OPS=1 FORCE_CUDA=0 "${PIP[@]}" "${INSTALL[@]}" --no-build-isolation "mmcv==$MMCV_VERSION"
@@ -240,12 +243,19 @@ else
     # The wheel is built in the source tree (build/: ninja's objects, so that an interrupted
     # build resumes) and kept in dist/ for machines like this one.
     rm -rf "$MMCV_BUILD_DIR/dist"
-    MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" "${PIP[@]}" wheel "${INDEX[@]}" --no-build-isolation --no-deps \
-        -w "$MMCV_BUILD_DIR/dist" "$MMCV_BUILD_DIR"
+    # --no-cache-dir: never a wheel from pip's cache (where a CPU set-up on this machine left its
+    # CPU-only build of the same version), always this build.
+    MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" "${PIP[@]}" wheel "${INDEX[@]}" --no-cache-dir \
+        --no-build-isolation --no-deps -w "$MMCV_BUILD_DIR/dist" "$MMCV_BUILD_DIR"
     echo "mmcv build took $(( $(date +%s) - build_start )) s"
+    # An installed mmcv of the same version (a CPU build) would make pip skip the new wheel.
+    if installed "mmcv==$MMCV_VERSION" && [[ -z "$MMFISH_SITE" ]]; then
+        "${PIP[@]}" uninstall -y mmcv
+    fi
     NO_DEPS=()
     [[ -n "$MMFISH_WHEELS" ]] && NO_DEPS=(--no-deps)  # its dependencies came with the wheels
-    "${PIP[@]}" "${INSTALL[@]}" "${NO_DEPS[@]}" "$MMCV_BUILD_DIR"/dist/mmcv-"$MMCV_VERSION"-*.whl
+    "${PIP[@]}" "${INSTALL[@]}" --no-cache-dir ${NO_DEPS[@]+"${NO_DEPS[@]}"} \
+        "$MMCV_BUILD_DIR"/dist/mmcv-"$MMCV_VERSION"-*.whl
 fi
 
 step 5 "mmengine, mmdet, pycocotools, mmsegmentation (+ ftfy, regex)"
@@ -257,8 +267,8 @@ elif installed mmengine==0.10.7 && installed mmdet==3.3.0 && installed pycocotoo
 else
     install_runtime
 fi
-mmcv_ok || fail "'import mmcv.ops' fails after the build: mmcv was built without its ops$([[ "$FORCE_CUDA" == 1 ]] && echo ' (or without CUDA)'). \
-Uninstall it, clear its cached wheel (pip cache remove mmcv) and rerun with torch importable."
+mmcv_ok || fail "mmcv $MMCV_VERSION is not installed with its ops$([[ "$FORCE_CUDA" == 1 ]] && echo ' and CUDA ops') (the reason is above). \
+Uninstall it (pip uninstall mmcv), clear its cached wheel (pip cache remove mmcv) and rerun with torch importable."
 
 step 6 "mmfish (editable) and the test tools"
 if [[ -n "$MMFISH_SITE" ]]; then

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Slurm: [GPUS=8] tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
+# usage: [GPUS=8] [PYTHON=.venv/bin/python] tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
+# Testing under Slurm (srun, one task per GPU).
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
+if [[ $# -lt 4 ]]; then usage >&2; exit 2; fi
 set -x
 
 PARTITION=$1

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Slurm: [GPUS=16] tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
+# usage: [GPUS=16] [PYTHON=.venv/bin/python] tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
+# Training under Slurm (srun, one task per GPU).
 #
 # Preemption. On SIGTERM (what Slurm sends when it preempts or cancels a job, or at the time
 # limit), mmfish configs finish the current iteration, write WORK_DIR/iter_<n>.pth and exit with
@@ -16,6 +17,9 @@
 # process stops after the same iteration (they agree after each one) and the job ends with 75.
 # A job ended that way on purpose (`scancel --signal=TERM JOBID`) is not requeued by Slurm; a
 # batch script can do it with `[ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"`.
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
+if [[ $# -lt 4 ]]; then usage >&2; exit 2; fi
 set -x
 
 PARTITION=$1

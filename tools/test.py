@@ -9,6 +9,12 @@ prediction under ``DIR/vis_data/vis_image/`` (mmseg's convention), ``--tta`` use
 ``tta_model`` / ``tta_pipeline`` (mmseg's: multi-scale and flip).
 
 ``--amp`` runs inference under autocast: bf16 on a CPU, fp16 on a GPU.
+
+``--tta`` on a detector that predicts masks (Mask R-CNN) is refused before anything is built:
+mmdet 3.3's ``DetTTAModel`` merges boxes only and stops with "TTA of instance segmentation does
+not support now" once the first batch is predicted. Arguments are checked before anything is
+written; a bad one (or a missing file, or bad data) ends with a one-line error and status 2
+(``--debug`` or ``MMFISH_DEBUG=1`` shows the traceback).
 """
 
 import argparse
@@ -16,6 +22,7 @@ import os
 import os.path as osp
 import warnings
 from copy import deepcopy
+from typing import Any, List
 
 import torch
 from mmdet.engine.hooks.utils import trigger_visualization_hook
@@ -30,6 +37,9 @@ from mmfish.datasets.data_checks import check_coco_annotations
 from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import cpu_autocast
 from mmfish.engine.runner.dist import setup_cpu_distributed
+from mmfish.utils.cli import CliError, add_debug_argument, run_cli
+
+DUMP_SUFFIXES = ('.pkl', '.pickle')  # what mmdet's and mmseg's test.py accept for --out
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,15 +47,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
-    parser.add_argument('--out', type=str, help='dump predictions to a .pkl file')
+    parser.add_argument('--out', type=str, help='dump predictions to a .pkl (or .pickle) file')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='dir (inside the work dir) to save painted images')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--amp', action='store_true', help='autocast: bf16 on CPU, fp16 on GPU')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--tta', action='store_true', help='test-time augmentation (flip)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation (flip; boxes only: refused for a model with a mask head)',
+    )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_argument(parser)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -73,6 +88,53 @@ def trigger_seg_visualization_hook(cfg: Config, args: argparse.Namespace) -> Con
     if args.show_dir:
         cfg.visualizer['save_dir'] = args.show_dir
     return cfg
+
+
+def mask_heads(model: Any, path: str = 'model') -> List[str]:
+    """Where a model config sets a ``mask_head`` (e.g. ``model.roi_head.mask_head``)."""
+    found: List[str] = []
+    if isinstance(model, dict):
+        for key, value in model.items():
+            if key == 'mask_head' and value is not None:
+                found.append(f'{path}.{key}')
+            else:
+                found += mask_heads(value, f'{path}.{key}')
+    elif isinstance(model, (list, tuple)):
+        for i, value in enumerate(model):
+            found += mask_heads(value, f'{path}[{i}]')
+    return found
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad arguments before the config is read (the checkpoint: after the data checks)."""
+    if not osp.isfile(args.config):
+        raise CliError(f'config file {args.config} does not exist')
+    if args.out is not None and not args.out.endswith(DUMP_SUFFIXES):
+        raise CliError(
+            f'--out must name a .pkl or .pickle file (the predictions are pickled data samples), '
+            f'got {args.out!r}: e.g. --out {osp.splitext(args.out)[0]}.pkl'
+        )
+
+
+def check_checkpoint(checkpoint: str) -> None:
+    """Refuse a checkpoint path that names no file (URLs are left to mmengine)."""
+    if not (osp.isfile(checkpoint) or '://' in checkpoint):
+        raise CliError(
+            f'checkpoint {checkpoint} does not exist: give the .pth file written by training '
+            '(e.g. work_dirs/<config name>/epoch_12.pth)'
+        )
+
+
+def check_tta(cfg: Config) -> None:
+    """Refuse ``--tta`` for a detector that predicts masks, which mmdet 3.3 cannot merge."""
+    heads = mask_heads(cfg.model)
+    if heads:
+        raise CliError(
+            f'--tta cannot test this model: it predicts masks ({", ".join(heads)}), and mmdet '
+            "3.3's DetTTAModel merges boxes only (it stops with 'TTA of instance segmentation "
+            "does not support now'). Test without --tta, or test a detector without a mask head "
+            '(e.g. Faster R-CNN)'
+        )
 
 
 def add_flip_tta(cfg: Config) -> None:
@@ -120,6 +182,7 @@ def add_flip_tta(cfg: Config) -> None:
 
 def main() -> None:
     args = parse_args()
+    check_args(args)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -132,6 +195,8 @@ def main() -> None:
 
     cfg.load_from = args.checkpoint
     segmentation = is_segmentation(cfg)
+    if args.tta and not segmentation:
+        check_tta(cfg)
     if args.show or args.show_dir:
         trigger = trigger_seg_visualization_hook if segmentation else trigger_visualization_hook
         cfg = trigger(cfg, args)
@@ -142,11 +207,10 @@ def main() -> None:
 
     check_coco_annotations(cfg, ('test_dataloader',), ('test_evaluator',))
     check_seg_data(cfg, ('test_dataloader',))
+    check_checkpoint(args.checkpoint)  # still before the runner writes anything
     setup_cpu_distributed(cfg)  # gloo, CPU DDP and BN for SyncBN when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out!r}')
         dump = DumpResults if segmentation else DumpDetResults
         runner.test_evaluator.metrics.append(dump(out_file_path=args.out))
     if args.amp and not torch.cuda.is_available():
@@ -158,4 +222,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -12,6 +12,8 @@ scaling on a GPU, as in mmdet.
 
 Exit status 75: stopped by SIGTERM (preemption) after writing a checkpoint of the last finished
 iteration (mmfish configs, ``FaultTolerantCheckpointHook``); run again with ``--resume``.
+Exit status 2: a bad argument, a missing file or bad data, reported as one line with the fix
+before anything is written (``--debug`` or ``MMFISH_DEBUG=1`` shows the traceback).
 """
 
 import argparse
@@ -27,6 +29,7 @@ from mmfish.datasets.data_checks import check_coco_annotations
 from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import configure_amp
 from mmfish.engine.runner.dist import setup_cpu_distributed
+from mmfish.utils.cli import CliError, add_debug_argument, run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,6 +57,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_argument(parser)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -62,6 +66,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if not osp.isfile(args.config):
+        raise CliError(f'config file {args.config} does not exist')
+    if args.resume not in (None, 'auto') and not (osp.isfile(args.resume) or '://' in args.resume):
+        raise CliError(
+            f'--resume {args.resume}: no such checkpoint file. Give an existing one, or '
+            '--resume without a path to continue from the latest checkpoint of the work dir'
+        )
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -79,8 +90,9 @@ def main() -> None:
         if 'auto_scale_lr' in cfg and 'base_batch_size' in cfg.auto_scale_lr:
             cfg.auto_scale_lr.enable = True
         else:
-            raise RuntimeError(
-                'Can not find "auto_scale_lr" or "auto_scale_lr.base_batch_size" in the config'
+            raise CliError(
+                '--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) in the config (N: '
+                'the total batch size its learning rate was set for); add it or drop the flag'
             )
 
     if args.resume == 'auto':
@@ -98,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

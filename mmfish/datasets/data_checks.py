@@ -36,9 +36,11 @@ def _is_remote(path: str) -> bool:
 def load_coco_json(ann_file: str, where: str) -> dict:
     """Read and parse a COCO annotation file; errors name the file and what to do."""
     if not osp.isfile(ann_file):
+        relative = '' if osp.isabs(ann_file) else f' (relative to {os.getcwd()})'
         raise DataCheckError(
-            f'{where}: annotation file {ann_file} does not exist. Check data_root and ann_file '
-            'in the config (or --cfg-options), or create / download the dataset.'
+            f'{where}: annotation file {ann_file} does not exist{relative}. Put the dataset there '
+            "(run from the repository root for the configs' data/... paths), or point the "
+            'config at it: data_root and ann_file in the config or with --cfg-options.'
         )
     size = osp.getsize(ann_file)
     try:

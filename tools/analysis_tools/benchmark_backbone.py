@@ -736,13 +736,22 @@ def run(args: argparse.Namespace) -> dict:
             command=' '.join(['python', os.path.relpath(__file__)] + sys.argv[1:]),
             flops_convention='FlopAnalyzer MACs at batch 1 (one multiply-accumulate = 1 FLOP); '
             'GFLOP/s = 2 x MACs x batch / time, fwd+bwd counted as 3 x fwd',
-            memory_method='cuda max_memory_allocated above the start of one step'
-            if device.type == 'cuda'
-            else 'peak RSS (VmHWM, reset before the step) during one step above the RSS before '
-            'it, in a fresh subprocess per case after a warm-up step',
+            memory_method=memory_method(device, args.no_memory),
         ),
         matmul_peak_gflops=matmul_peaks,
         results=[asdict(r) for r in results],
+    )
+
+
+def memory_method(device: torch.device, no_memory: bool) -> Optional[str]:
+    """How peak memory was measured on ``device``; None when it was not (``--no-memory``)."""
+    if no_memory:
+        return None
+    if device.type == 'cuda':
+        return 'cuda max_memory_allocated above the start of one step'
+    return (
+        'peak RSS (VmHWM, reset before the step) during one step above the RSS before it, in a '
+        'fresh subprocess per case after a warm-up step'
     )
 
 
@@ -836,7 +845,8 @@ def markdown(report: dict) -> str:
         f'{what}; medians (and minima) of {s["repeat"]} round-robin repetitions after '
         f'{s["warmup"]} warm-up; ratios from medians (and from minima). Matrix-product peak '
         f'({size}x{size}), GFLOP/s: {peaks}.',
-        f'FLOPs: {s["flops_convention"]}. Memory: {s["memory_method"]}.',
+        f'FLOPs: {s["flops_convention"]}.'
+        + (f' Memory: {s["memory_method"]}.' if s.get('memory_method') else ''),
     ]
     if s.get('tf32'):
         lines.append('tf32: fp32 tensors, TF32 tensor cores for convolutions and matrix products.')
@@ -854,11 +864,16 @@ def markdown(report: dict) -> str:
             'Detector bf16: backbone and neck under bf16 autocast, heads in fp32 '
             "(mmcv's RoIAlign has no bf16 kernel); fp16: the whole detector (mmdet's --amp)."
         )
+    memory = bool(s.get('memory_method'))  # no memory column after --no-memory
     lines += [
         '',
         '| model | format | prec. | input | mode | ms/step | ms/img | (min) | x R-50 | (min) '
-        '| speed-up vs ref. | (min) | GFLOP/s | % peak | peak MiB | params (M) | GMACs/img |',
-        '|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+        '| speed-up vs ref. | (min) | GFLOP/s | % peak |'
+        + (' peak MiB |' if memory else '')
+        + ' params (M) | GMACs/img |',
+        '|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
+        + ('--:|' if memory else '')
+        + '--:|--:|',
     ]
 
     def fmt(value: Optional[float], spec: str, scale: float = 1.0) -> str:
@@ -874,8 +889,8 @@ def markdown(report: dict) -> str:
             f'| {fmt(r["speedup_over_reference"], ".2f")} '
             f'| {fmt(r["speedup_over_reference_min"], ".2f")} '
             f'| {fmt(r["gflops_per_s"], ".0f")} | {fmt(r["fraction_of_matmul_peak"], ".0f", 100)} '
-            f'| {fmt(r["peak_memory_mib"], ".0f")} | {fmt(r["params"], ".2f", 1e-6)} '
-            f'| {fmt(r["gmacs_per_image"], ".2f")} |'
+            + (f'| {fmt(r["peak_memory_mib"], ".0f")} ' if memory else '')
+            + f'| {fmt(r["params"], ".2f", 1e-6)} | {fmt(r["gmacs_per_image"], ".2f")} |'
         )
     return '\n'.join(lines) + '\n'
 

@@ -3,6 +3,8 @@
 python tools/analysis_tools/count_params.py
 """
 
+import argparse
+
 from mmfish.models import FishNet
 
 
@@ -11,6 +13,10 @@ def count(model) -> int:
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        description='Print the parameters of every FishNet variant as a Markdown table: the '
+        'classifier (1000 classes), the detection backbone without and with its out norms.'
+    ).parse_args()
     print(
         '| variant | classifier (1000 classes) | backbone, out_norm=False '
         '| backbone, out_norm=True |'

@@ -29,11 +29,15 @@ from mmdet.utils import register_all_modules
 from mmengine.logging import MMLogger
 from torch.profiler import ProfilerActivity, profile
 
-# Operator name (after 'aten::') -> kind. Anything else is 'other'.
+# Operator name (after 'aten::') -> kind. A name not listed that names a convolution (see
+# kind_of: e.g. the CPU's _slow_conv2d_forward / _slow_conv2d_backward, which torch uses where
+# oneDNN does not run, or the depth-wise kernels) counts as one; anything else is 'other'.
 KINDS: Dict[str, str] = {
     'mkldnn_convolution': 'convolution forward',
     'cudnn_convolution': 'convolution forward',
+    '_slow_conv2d_forward': 'convolution forward',
     'convolution_backward': 'convolution backward',
+    '_slow_conv2d_backward': 'convolution backward',
     'native_batch_norm': 'normalisation',
     'native_batch_norm_backward': 'normalisation',
     'native_group_norm': 'normalisation',
@@ -73,6 +77,15 @@ KIND_ORDER = (
 )
 
 
+def kind_of(op: str) -> str:
+    """The kind of an aten operator (its name without ``aten::``)."""
+    if op in KINDS:
+        return KINDS[op]
+    if 'conv' in op and 'convert' not in op:  # _slow_conv2d_*, thnn_conv*, conv_depthwise2d...
+        return 'convolution backward' if 'backward' in op else 'convolution forward'
+    return 'other'
+
+
 def kind_times(events) -> Dict[str, float]:
     """Self CPU time (microseconds) per kind, over all profiled events."""
     totals: Dict[str, float] = defaultdict(float)
@@ -80,7 +93,7 @@ def kind_times(events) -> Dict[str, float]:
         name = event.key
         if not name.startswith('aten::'):
             continue
-        totals[KINDS.get(name[len('aten::') :], 'other')] += event.self_cpu_time_total
+        totals[kind_of(name[len('aten::') :])] += event.self_cpu_time_total
     return totals
 
 

@@ -27,6 +27,11 @@ set -uo pipefail
 
 STAGE="${1:-}"
 case "$STAGE" in
+-h | --help)
+    echo "usage: [DRY_RUN=1] [STAGE_BUDGET=s] bash tools/dev/gpu_session.sh build|measure"
+    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
+    exit 0
+    ;;
 build) STAGE_BUDGET="${STAGE_BUDGET:-420}" ;;
 measure) STAGE_BUDGET="${STAGE_BUDGET:-330}" ;;
 *)

@@ -36,6 +36,7 @@ from mmfish.models.fishnet_converter import (
     convert_checkpoint,
 )
 from mmfish.models.fishnet_converter import convert as _convert
+from mmfish.utils.cli import add_debug_argument, debug_hint, debug_requested
 
 
 def convert(state_dict: 'OrderedDict[str, torch.Tensor]') -> 'OrderedDict[str, torch.Tensor]':
@@ -74,17 +75,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--arch', choices=ARCHS, default=None, help='fail unless the checkpoint is this variant'
     )
+    add_debug_argument(parser)
     parser.set_defaults(keep_score=False)
     return parser.parse_args()
 
 
 def main() -> None:
-    """Convert SRC to DST; exit with status 1 and a message on a bad checkpoint."""
+    """Convert SRC to DST; exit with status 1 and a message on a bad checkpoint.
+
+    ``--debug`` (or ``MMFISH_DEBUG=1``) lets the exception and its traceback through instead.
+    """
     args = parse_args()
     try:
         meta = convert_checkpoint(args.src, args.dst, keep_score=args.keep_score, arch=args.arch)
     except (FishNetConversionError, FileNotFoundError) as error:
-        print(f'fishnet2mmdet: error: {type(error).__name__}: {error}', file=sys.stderr)
+        if debug_requested():
+            raise
+        print(
+            f'fishnet2mmdet: error: {type(error).__name__}: {error} {debug_hint()}', file=sys.stderr
+        )
         sys.exit(1)
     score = (
         f'with its {meta["num_classes"]}-class score head'
