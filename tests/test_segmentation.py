@@ -371,7 +371,9 @@ def test_tiny_train_then_test_on_generated_label_maps(
     log = train.stdout + train.stderr
     assert 'mIoU' in log and 'per class results' in log
     state = torch.load(str(checkpoint))  # torch's default weights_only=True
-    assert any(k.startswith('backbone.head.') for k in state['state_dict'])
+    keys = state['state_dict']
+    assert any(k.startswith('backbone.body.') for k in keys)
+    assert not any(k.startswith('backbone.head.') for k in keys)  # the body's features only
 
     results = tmp_path / 'results.pkl'
     test = run_tool(

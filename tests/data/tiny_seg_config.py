@@ -20,8 +20,8 @@ tiny_arch = dict(
 bn = dict(_delete_=True, type='BN', requires_grad=True)
 model = dict(
     backbone=dict(arch=tiny_arch, norm_cfg=bn),
-    neck=dict(in_channels=[48, 112, 208, 272], out_channels=width, norm_cfg=bn),
-    decode_head=dict(in_channels=[width] * 4, channels=width, norm_cfg=bn),
+    neck=dict(in_channels=[48, 64, 96], out_channels=width, norm_cfg=bn),
+    decode_head=dict(in_channels=[width] * 3, channels=width, norm_cfg=bn),
 )
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=2)
