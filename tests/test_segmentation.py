@@ -229,8 +229,15 @@ def test_mmseg_reads_the_label_maps(seg_shapes):
     assert dataset.metainfo['classes'] == SHAPES_SEG_CLASSES
     item = dataset[0]
     gt = item['data_samples'].gt_sem_seg.data
-    assert gt.shape == (1, 64, 64) and item['inputs'].shape[-2:] == (64, 64)
+    # the demo trains on whole images resized to image_size, label maps with them
+    assert gt.shape == (1, *cfg.image_size) and item['inputs'].shape[-2:] == cfg.image_size
     assert set(gt.unique().tolist()) <= {0, 1, 2, 3} and (gt > 0).any()
+    # and tests on images so resized, against label maps of the original size (IoUMetric)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        val_item = DATASETS.build(cfg.val_dataloader.dataset)[0]
+    assert val_item['inputs'].shape[-2:] == cfg.image_size
+    assert val_item['data_samples'].gt_sem_seg.data.shape == (1, 64, 64)
+    assert val_item['data_samples'].ori_shape == (64, 64)
 
 
 def test_demo_data_passes_the_checks(seg_shapes):
@@ -364,7 +371,9 @@ def test_tiny_train_then_test_on_generated_label_maps(
     log = train.stdout + train.stderr
     assert 'mIoU' in log and 'per class results' in log
     state = torch.load(str(checkpoint))  # torch's default weights_only=True
-    assert any(k.startswith('backbone.head.') for k in state['state_dict'])
+    keys = state['state_dict']
+    assert any(k.startswith('backbone.body.') for k in keys)
+    assert not any(k.startswith('backbone.head.') for k in keys)  # the body's features only
 
     results = tmp_path / 'results.pkl'
     test = run_tool(

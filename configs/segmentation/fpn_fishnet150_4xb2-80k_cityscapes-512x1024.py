@@ -7,5 +7,7 @@ model = dict(
     # FishNet needs sides that are multiples of 32: training crops are; test images are padded.
     data_preprocessor=dict(test_cfg=dict(size_divisor=32)),
     backbone=_base_.fishnet_backbone,
-    neck=dict(in_channels=_base_.fishnet_out_channels),
+    # three levels (strides 4, 8, 16) where mmseg's R-50 config has four
+    neck=dict(in_channels=_base_.fishnet_out_channels, num_outs=3),
+    decode_head=dict(in_channels=[256] * 3, in_index=[0, 1, 2], feature_strides=[4, 8, 16]),
 )

@@ -8,7 +8,8 @@ model = dict(
     # (short side 512, any aspect ratio) are padded, and the logits cropped back.
     data_preprocessor=dict(test_cfg=dict(size_divisor=32)),
     backbone=_base_.fishnet_backbone,
-    decode_head=dict(in_channels=_base_.fishnet_out_channels),
+    # three levels (strides 4, 8, 16; the pyramid pooling on the stride-16 feature)
+    decode_head=dict(in_channels=_base_.fishnet_out_channels, in_index=[0, 1, 2]),
     # on the stride-16 feature, as mmseg's ResNet configs put it on C4
-    auxiliary_head=dict(in_channels=1600, in_index=2),
+    auxiliary_head=dict(in_channels=768, in_index=2),
 )

@@ -1,6 +1,7 @@
 # Test-only config: the segmentation demo (Semantic FPN + FishNet) shrunk to run in seconds on a
-# CPU: a FishNet of one block per stage and narrow channels, 16-channel FPN and head, a few
-# iterations. Tests pass the dataset location with --cfg-options (data_root of each dataloader).
+# CPU: a FishNet of one block per stage and narrow channels, 16-channel FPN and head, BN (the
+# demo's GN groups do not divide these channels), fp32, a few iterations. Tests pass the dataset
+# location with --cfg-options (data_root of each dataloader).
 _base_ = '../../configs/segmentation/demo/fpn_fishnet99_shapes_cpu.py'
 
 width = 16
@@ -16,15 +17,22 @@ tiny_arch = dict(
     body_transfer_blocks=(1, 1, 1),
     head_transfer_blocks=(1, 1, 1),
 )
+bn = dict(_delete_=True, type='BN', requires_grad=True)
 model = dict(
-    backbone=dict(arch=tiny_arch),
-    neck=dict(in_channels=[48, 112, 208, 272], out_channels=width),
-    decode_head=dict(in_channels=[width] * 4, channels=width),
+    backbone=dict(arch=tiny_arch, norm_cfg=bn),
+    neck=dict(in_channels=[48, 64, 96], out_channels=width, norm_cfg=bn),
+    decode_head=dict(in_channels=[width] * 3, channels=width, norm_cfg=bn),
 )
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=2)
 test_dataloader = val_dataloader
 
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01),
+    clip_grad=dict(max_norm=35, norm_type=2),
+)
 max_iters = 6
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [

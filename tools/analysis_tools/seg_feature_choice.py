@@ -1,7 +1,7 @@
 """Which FishNet features should feed a segmentation decoder? Train the variants side by side.
 
     python tools/analysis_tools/seg_feature_choice.py [--iters 150] [--variants body head mix]
-        [--work-dir work_dirs/seg_feature_choice] [--sequential]
+        [--seed 0] [--work-dir work_dirs/seg_feature_choice] [--sequential]
 
 Trains the segmentation demo (``configs/segmentation/demo/fpn_fishnet99_shapes_cpu.py``:
 Semantic FPN + FishNet-99 from scratch on the shapes label maps) once per feature choice, with
@@ -65,6 +65,7 @@ def parse_args() -> argparse.Namespace:
         help='evaluate every N iterations (default: at the end)',
     )
     parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument('--seed', type=int, default=0, help='one seed for all variants')
     parser.add_argument('--work-dir', default='work_dirs/seg_feature_choice')
     parser.add_argument('--sequential', action='store_true', help='one variant at a time')
     return parser.parse_args()
@@ -105,6 +106,7 @@ def main() -> None:
         f'param_scheduler.1.end={args.iters}',
         f'default_hooks.checkpoint.interval={args.iters}',
         'default_hooks.visualization.draw=False',
+        f'randomness.seed={args.seed}',
     ]
     runs, started = {}, {}
     for name in args.variants:
@@ -127,7 +129,7 @@ def main() -> None:
         log.close()
 
     print(
-        f'\nFeature choice, {args.iters} iterations each (batch 4, seed 0), '
+        f'\nFeature choice, {args.iters} iterations each (batch 4, seed {args.seed}), '
         f'{"sequential" if args.sequential else "concurrent"}, OMP_NUM_THREADS={threads}:\n'
     )
     print(
@@ -147,7 +149,9 @@ def main() -> None:
             f'{walls[name]} |'
         )
     with open(osp.join(args.work_dir, 'feature_choice.json'), 'w') as f:
-        json.dump(dict(iters=args.iters, threads=threads, results=results), f, indent=2)
+        json.dump(
+            dict(iters=args.iters, seed=args.seed, threads=threads, results=results), f, indent=2
+        )
 
 
 if __name__ == '__main__':

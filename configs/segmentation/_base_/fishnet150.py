@@ -11,10 +11,10 @@ fishnet_backbone = dict(
     _delete_=True,  # replaces mmseg's ResNet-50 settings
     type='FishNet',
     arch='fishnet150',
-    # the body's last feature and the head's three: strides 4, 8, 16, 32 (the measurement on
-    # the shapes data has not yet decided between this and the alternatives: README,
-    # "Semantic segmentation")
-    out_indices=(7, 8, 9, 10),
+    # the body's three features, strides 4, 8, 16 (the head is not built): measured on the
+    # shapes data against the head's features and the detection pyramid (README, "Which
+    # features feed the decoder")
+    out_indices=(7, 6, 5),
     out_norm=True,
     frozen_stages=-1,  # as mmseg's ResNet configs: nothing frozen, norms trained
     norm_cfg=dict(type='SyncBN', requires_grad=True),
@@ -22,4 +22,4 @@ fishnet_backbone = dict(
     init_cfg=dict(type='Pretrained', checkpoint=pretrained),
 )
 # = FishNet.out_channels for these out_indices (tests/test_segmentation.py checks it)
-fishnet_out_channels = [320, 832, 1600, 2112]
+fishnet_out_channels = [320, 512, 768]
