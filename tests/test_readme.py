@@ -241,8 +241,8 @@ BREAKAGES = {
     'python_floor': ('Python 3.10+', 'Python 3.8+'),
     'layout': ('  models/layers/ ', '  models/layerz/ '),
     'command_paths': (
-        'tools/analysis_tools/seg_feature_choice.py --iters 400',
-        'tools/analysis_tools/seg_choice.py --iters 400',
+        'tools/train.py configs/segmentation/fpn_',
+        'tools/train.py configs/segmentation/fnp_',
     ),
     'setup_steps': ('7. **check**', '8. **check**'),
     'quick_start': ('make test   #', 'make test-fast   #'),
