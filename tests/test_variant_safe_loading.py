@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
+import test_converter
 import torch
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
-from test_converter import ROOT, reference_checkpoint, seeded_reference_state_dict
+from test_converter import ROOT
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fishnet_pretrained import (
@@ -42,30 +43,18 @@ PRETRAINED_CONFIGS = sorted(
 )
 
 
-@pytest.fixture(scope='module')
-def sources(tmp_path_factory) -> Dict[str, Path]:
-    """Per variant, an authors'-format ``fishnetXX_ckpt.tar`` (made on first use)."""
-    folder = tmp_path_factory.mktemp('sources')
-
-    class Files(dict):
-        def __missing__(self, arch: str) -> Path:
-            path = folder / f'{arch}_ckpt.tar'
-            torch.save(reference_checkpoint(seeded_reference_state_dict(arch), arch), path)
-            self[arch] = path
-            return path
-
-    return Files()
+source_files = test_converter.source_files  # the converter tests' authors'-format files
 
 
 @pytest.fixture(scope='module')
-def converted(sources, tmp_path_factory) -> Dict[str, Path]:
+def converted(source_files, tmp_path_factory) -> Dict[str, Path]:
     """Per variant, its file converted by fishnet2mmdet's function (score head dropped)."""
     folder = tmp_path_factory.mktemp('converted')
 
     class Files(dict):
         def __missing__(self, arch: str) -> Path:
             path = folder / f'{arch}_in1k_mmfish.pth'
-            convert_checkpoint(str(sources[arch]), str(path))
+            convert_checkpoint(str(source_files[arch]), str(path))
             self[arch] = path
             return path
 
@@ -253,9 +242,9 @@ def test_detector_checkpoint_without_prefix_says_to_set_it(tmp_path):
         _pretrained(path, arch='fishnet99').init_weights()
 
 
-def test_unconverted_reference_file_says_to_convert_it(sources):
+def test_unconverted_reference_file_says_to_convert_it(source_files):
     with pytest.raises(PretrainedMismatchError, match=r'not mmfish names: convert the file'):
-        _pretrained(sources['fishnet99'], arch='fishnet99').init_weights()
+        _pretrained(source_files['fishnet99'], arch='fishnet99').init_weights()
 
 
 def test_a_missing_score_head_says_keep_score(converted):
@@ -264,9 +253,9 @@ def test_a_missing_score_head_says_keep_score(converted):
 
 
 # ------------------------------------------------------------------------ what still loads
-def test_a_score_head_and_stages_not_built_are_not_in_the_way(sources, tmp_path):
+def test_a_score_head_and_stages_not_built_are_not_in_the_way(source_files, tmp_path):
     path = tmp_path / 'with_score.pth'
-    convert_checkpoint(str(sources['fishnet99']), str(path), keep_score=True)
+    convert_checkpoint(str(source_files['fishnet99']), str(path), keep_score=True)
     saved = _loaded(str(path))['state_dict']
     model = _pretrained(path, arch='fishnet99')  # a detection backbone: no score head
     model.init_weights()
