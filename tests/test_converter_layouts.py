@@ -25,6 +25,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import pytest
+import test_converter as converter_tests
 import torch
 
 import mmfish.models.fishnet_converter as fishnet_converter
@@ -57,15 +58,8 @@ PYTORCHCV_VERSION = '0.0.74'  # requirements/tests-no-deps.txt
 PYTORCHCV_INPUT_SHAPE = (1, 3, 224, 224)  # pytorchcv's score pools with AvgPool2d(7)
 
 
-def _load_module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, str(path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # The reference fixtures' helpers: seeded weights, checkpoint dict, error measure.
-converter_tests = _load_module(ROOT / 'tests' / 'test_converter.py', '_test_converter')
+_load_module = converter_tests._load_module
 fixture_tools = converter_tests.fixture_tools
 FIXTURES = converter_tests.FIXTURES
 relative_error = converter_tests.relative_error

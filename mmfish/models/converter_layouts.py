@@ -42,6 +42,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from mmfish.models.fishnet_converter import (
+    _BLOCK_RE,
+    _STEM_RE,
     ARCHS,
     MissingKeyError,
     NotFishNetCheckpointError,
@@ -131,11 +133,6 @@ _PYTORCHCV_FIXED: Dict[str, str] = {
     'fish.fish.9.3.3': 'features.final_block.preactiv.bn',
     'fish.fish.9.4.1': 'output.final_conv',
 }
-_LEAF = r'(weight|bias|running_mean|running_var|num_batches_tracked)'
-_STEM_RE = re.compile(r'^conv([123])\.([01])\.' + _LEAF + '$')
-_BLOCK_RE = re.compile(
-    r'^fish\.fish\.(\d+)\.(\d+)\.(\d+)\.(bn[123]|conv[123]|shortcut\.[02])\.' + _LEAF + '$'
-)
 
 
 def _split(key: str) -> Tuple[str, str]:

@@ -2,24 +2,12 @@
 # CPU: a FishNet of one block per stage and narrow channels, 16-channel FPN and head, BN (the
 # demo's GN groups do not divide these channels), fp32, a few iterations. Tests pass the dataset
 # location with --cfg-options (data_root of each dataloader).
-_base_ = '../../configs/segmentation/demo/fpn_fishnet99_shapes_cpu.py'
+_base_ = ['../../configs/segmentation/demo/fpn_fishnet99_shapes_cpu.py', './tiny_fishnet.py']
 
 width = 16
-tiny_arch = dict(
-    _delete_=True,
-    stem_channels=16,
-    tail_channels=(16, 32, 64),
-    body_channels=(64, 48, 32),
-    tail_blocks=(1, 1, 1),
-    bridge_blocks=1,
-    body_blocks=(1, 1, 1),
-    head_blocks=(1, 1, 1),
-    body_transfer_blocks=(1, 1, 1),
-    head_transfer_blocks=(1, 1, 1),
-)
 bn = dict(_delete_=True, type='BN', requires_grad=True)
 model = dict(
-    backbone=dict(arch=tiny_arch, norm_cfg=bn),
+    backbone=dict(arch=_base_.tiny_arch, norm_cfg=bn),
     neck=dict(in_channels=[48, 64, 96], out_channels=width, norm_cfg=bn),
     decode_head=dict(in_channels=[width] * 3, channels=width, norm_cfg=bn),
 )

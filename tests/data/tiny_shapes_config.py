@@ -4,25 +4,13 @@
 # ann_file) with --cfg-options. Deterministic: fixed seed, deterministic algorithms, samplers that
 # take every candidate and no flips; tests/test_fault_tolerance.py turns the demo's randomness back
 # on (RANDOM_OPTIONS) to show that a resumed run follows the uninterrupted run's random path.
-_base_ = '../../configs/demo/mask_rcnn_fishnet99_fpn_shapes_cpu.py'
+_base_ = ['../../configs/demo/mask_rcnn_fishnet99_fpn_shapes_cpu.py', './tiny_fishnet.py']
 
 image_size = (64, 64)
 width = 32
 gn = dict(type='GN', num_groups=8, requires_grad=True)
-tiny_arch = dict(
-    _delete_=True,
-    stem_channels=16,
-    tail_channels=(16, 32, 64),
-    body_channels=(64, 48, 32),
-    tail_blocks=(1, 1, 1),
-    bridge_blocks=1,
-    body_blocks=(1, 1, 1),
-    head_blocks=(1, 1, 1),
-    body_transfer_blocks=(1, 1, 1),
-    head_transfer_blocks=(1, 1, 1),
-)
 model = dict(
-    backbone=dict(arch=tiny_arch),
+    backbone=dict(arch=_base_.tiny_arch),
     neck=dict(in_channels=[48, 112, 208, 272], out_channels=width, norm_cfg=gn),
     rpn_head=dict(in_channels=width, feat_channels=width),
     roi_head=dict(

@@ -96,17 +96,27 @@ def build_from_config(config: str) -> Tuple[FishNet, Tuple[float, ...], Tuple[fl
     return model, mean, std
 
 
-def load_backbone_weights(model: nn.Module, path: str) -> int:
-    """Load an mmfish-converted file or a detector's ``backbone.*`` weights; count them."""
+def read_state_dict(path: str, option: str) -> dict:
+    """A checkpoint file's tensors (its ``state_dict`` when it has one), ``module.`` removed.
+
+    Args:
+        path: The file.
+        option: How the command line named it, for the messages (``--checkpoint PATH``).
+    """
     from mmengine.runner.checkpoint import _load_checkpoint
 
     if not osp.isfile(path):
-        raise FileNotFoundError(f'--checkpoint {path}: no such file')
+        raise FileNotFoundError(f'{option}: no such file')
     checkpoint = _load_checkpoint(path, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f'--checkpoint {path}: not a state dict')
-    state = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state.items()}
+        raise ValueError(f'{option}: not a state dict')
+    return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def load_backbone_weights(model: nn.Module, path: str) -> int:
+    """Load an mmfish-converted file or a detector's ``backbone.*`` weights; count them."""
+    state = read_state_dict(path, f'--checkpoint {path}')
     if any(k.startswith('backbone.') for k in state):
         state = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}
     own = model.state_dict()

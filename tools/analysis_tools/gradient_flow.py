@@ -58,7 +58,10 @@ from mmfish.models.backbones.fish_blocks import PreActBottleneck
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the sibling feature_maps.py
 from feature_maps import IMAGENET_MEAN as MEAN  # noqa: E402
 from feature_maps import IMAGENET_STD as STD  # noqa: E402
-from feature_maps import read_image  # noqa: E402
+from feature_maps import (
+    read_image,  # noqa: E402
+    read_state_dict,  # noqa: E402
+)
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 RESNETS = {f'resnet{d}': d for d in RESNET_DEPTHS}
@@ -134,15 +137,7 @@ class Probe:
         Detector files give their ``backbone.*`` weights (the classifier's head stays as
         initialised: say so). Returns how many tensors were loaded and left missing.
         """
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'--checkpoint {self.name}={path}: no such file')
-        from mmengine.runner.checkpoint import _load_checkpoint
-
-        checkpoint = _load_checkpoint(path, map_location='cpu')
-        state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-        if not isinstance(state, dict):
-            raise ValueError(f'--checkpoint {self.name}={path}: not a state dict')
-        state = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state.items()}
+        state = read_state_dict(path, f'--checkpoint {self.name}={path}')
         if any(k.startswith('backbone.') for k in state):
             state = {
                 (k[len('backbone.') :] if k.startswith('backbone.') else k[len('head.') :]): v
