@@ -36,7 +36,7 @@ renames, in the order written, overwrite ``fish.fish.9.3.0.weight`` before movin
 
 import re
 from collections import OrderedDict
-from functools import lru_cache
+from functools import cache
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -173,7 +173,7 @@ def layout_key(layout: str, reference_key: str) -> str:
     raise ValueError(f'{reference_key!r} is not a key of the reference FishNet')
 
 
-@lru_cache(maxsize=None)
+@cache
 def layout_table(layout: str, arch: str) -> 'OrderedDict[str, str]':
     """Every key of variant ``arch`` in ``layout`` -> its reference key, in mmfish's order.
 

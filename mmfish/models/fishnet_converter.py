@@ -32,7 +32,7 @@ FishNet state dicts) are renamed into this one first, exactly or not at all, by
 import os
 import re
 from collections import OrderedDict
-from functools import lru_cache
+from functools import cache
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -164,7 +164,7 @@ def _arch_settings() -> Dict[str, dict]:
     return FishNet.arch_settings
 
 
-@lru_cache(maxsize=None)
+@cache
 def expected_shapes(arch: str, num_classes: Optional[int]) -> 'OrderedDict[str, Tuple[int, ...]]':
     """Keys and shapes of ``FishNet(arch, out_norm=False, num_classes=...)`` (built on 'meta')."""
     from mmfish.models.backbones.fishnet import FishNet

@@ -107,8 +107,9 @@ class PartialAmpOptimWrapper(OptimWrapper):
 
     @contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
-        with super().optim_context(model), partial_autocast(
-            model, self.cast_dtype, self.autocast_modules
+        with (
+            super().optim_context(model),
+            partial_autocast(model, self.cast_dtype, self.autocast_modules),
         ):
             yield
 
