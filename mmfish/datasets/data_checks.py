@@ -24,8 +24,9 @@ class DataCheckError(ValueError):
     """A dataset file is missing, unreadable or inconsistent."""
 
 
-def _examples(items: Sequence[Any]) -> str:
-    listed = ', '.join(str(i)[:80] for i in items[:MAX_LISTED])
+def examples(items: Sequence[Any], width: Optional[int] = 80) -> str:
+    """The first ``MAX_LISTED`` items (each cut to ``width`` characters), and how many in all."""
+    listed = ', '.join(str(i)[:width] for i in items[:MAX_LISTED])
     return listed + (f' ... ({len(items)} in all)' if len(items) > MAX_LISTED else '')
 
 
@@ -94,7 +95,7 @@ def check_coco_data(
 
     bad = [c for c in categories if not isinstance(c, dict) or 'id' not in c or 'name' not in c]
     if bad:
-        problems.append(f'categories without "id" and "name": {_examples(bad)}')
+        problems.append(f'categories without "id" and "name": {examples(bad)}')
     cat_ids = [c['id'] for c in categories if isinstance(c, dict) and 'id' in c]
     names = [c.get('name') for c in categories if isinstance(c, dict)]
     if len(set(cat_ids)) != len(cat_ids):
@@ -103,8 +104,8 @@ def check_coco_data(
         unknown_classes = [c for c in classes if c not in names]
         if unknown_classes:
             problems.append(
-                f"the config's classes {_examples(unknown_classes)} are not category names of "
-                f'the file ({_examples(names)}): mmdet would silently shift the labels. Fix '
+                f"the config's classes {examples(unknown_classes)} are not category names of "
+                f'the file ({examples(names)}): mmdet would silently shift the labels. Fix '
                 'metainfo.classes in the config or the categories of the file'
             )
 
@@ -112,7 +113,7 @@ def check_coco_data(
     bad = [i.get('id', i) if isinstance(i, dict) else i for i in images
            if not isinstance(i, dict) or any(k not in i for k in keys)]  # fmt: skip
     if bad:
-        problems.append(f'images without all of {keys}: {_examples(bad)}')
+        problems.append(f'images without all of {keys}: {examples(bad)}')
     img_ids = [i['id'] for i in images if isinstance(i, dict) and 'id' in i]
     if len(set(img_ids)) != len(img_ids):
         problems.append('duplicate image ids')
@@ -141,14 +142,12 @@ def check_coco_data(
     if bad_cat:
         problems.append(
             f"annotations with a category_id not among the file's categories {sorted(cat_ids)} "
-            f'(mmdet would silently drop them): {_examples(bad_cat)}'
+            f'(mmdet would silently drop them): {examples(bad_cat)}'
         )
     if bad_img:
-        problems.append(f'annotations of images not in "images": {_examples(bad_img)}')
+        problems.append(f'annotations of images not in "images": {examples(bad_img)}')
     if bad_box:
-        problems.append(
-            f'annotations without a bbox [x, y, w, h] and an area: {_examples(bad_box)}'
-        )
+        problems.append(f'annotations without a bbox [x, y, w, h] and an area: {examples(bad_box)}')
 
     if img_dir is not None and not _is_remote(img_dir):
         missing = [
@@ -161,7 +160,7 @@ def check_coco_data(
         if missing:
             problems.append(
                 f'{len(missing)} of {len(images)} images are missing from {img_dir}: '
-                f'{_examples(missing)}. Check data_root / data_prefix.img, or restore the files'
+                f'{examples(missing)}. Check data_root / data_prefix.img, or restore the files'
             )
 
     if problems:
@@ -170,15 +169,15 @@ def check_coco_data(
         )
 
 
-def _datasets(dataset_cfg: Any) -> Iterator[Any]:
+def leaf_datasets(dataset_cfg: Any) -> Iterator[Any]:
     """The leaf dataset configs of a (possibly wrapped or concatenated) dataset config."""
     if not isinstance(dataset_cfg, dict):
         return
     if isinstance(dataset_cfg.get('datasets'), (list, tuple)):
         for sub in dataset_cfg['datasets']:
-            yield from _datasets(sub)
+            yield from leaf_datasets(sub)
     elif isinstance(dataset_cfg.get('dataset'), dict):
-        yield from _datasets(dataset_cfg['dataset'])
+        yield from leaf_datasets(dataset_cfg['dataset'])
     else:
         yield dataset_cfg
 
@@ -218,7 +217,7 @@ def check_coco_annotations(
         loader = cfg.get(name)
         if not isinstance(loader, dict):
             continue
-        for ds in _datasets(loader.get('dataset')):
+        for ds in leaf_datasets(loader.get('dataset')):
             ann_file = ds.get('ann_file')
             if not isinstance(ann_file, str) or not ann_file.endswith('.json'):
                 continue

@@ -17,33 +17,13 @@ its pipeline) from mmseg's registry, so the file list, suffixes, ``reduce_zero_l
 
 import os
 import os.path as osp
-from typing import Any, Iterator, List, Optional, Sequence, Set
+from typing import Any, List, Optional, Sequence, Set
 
 import numpy as np
 from mmengine.config import Config
 from PIL import Image
 
-from mmfish.datasets.data_checks import SKIP_ENV, DataCheckError
-
-MAX_LISTED = 5
-
-
-def _examples(items: Sequence[Any]) -> str:
-    listed = ', '.join(str(i) for i in items[:MAX_LISTED])
-    return listed + (f' ... ({len(items)} in all)' if len(items) > MAX_LISTED else '')
-
-
-def _leaf_datasets(dataset_cfg: Any) -> Iterator[Any]:
-    """The leaf dataset configs of a (possibly wrapped or concatenated) dataset config."""
-    if not isinstance(dataset_cfg, dict):
-        return
-    if isinstance(dataset_cfg.get('datasets'), (list, tuple)):
-        for sub in dataset_cfg['datasets']:
-            yield from _leaf_datasets(sub)
-    elif isinstance(dataset_cfg.get('dataset'), dict):
-        yield from _leaf_datasets(dataset_cfg['dataset'])
-    else:
-        yield dataset_cfg
+from mmfish.datasets.data_checks import SKIP_ENV, DataCheckError, examples, leaf_datasets
 
 
 def is_seg_dataset(dataset_cfg: Any) -> bool:
@@ -166,22 +146,28 @@ def check_seg_dataset(dataset: Any, where: str) -> None:
 
     problems: List[str] = []
     if missing_images:
-        problems.append(f'{len(missing_images)} images cannot be read: {_examples(missing_images)}')
+        problems.append(
+            f'{len(missing_images)} images cannot be read: '
+            f'{examples(missing_images, width=None)}'
+        )
     if missing:
         problems.append(
             f'{len(missing)} of {len(data_list)} label maps are missing from {seg_dir}: '
-            f'{_examples(missing)}. Each image <name>{dataset.img_suffix} needs a label map '
+            f'{examples(missing, width=None)}. Each image <name>{dataset.img_suffix} needs a '
+            'label map '
             f'<name>{dataset.seg_map_suffix} there: check data_prefix.seg_map_path and '
             'seg_map_suffix in the config, or restore the files'
         )
     if bad_channels:
         problems.append(
-            f'label maps that are not single-channel: {_examples(bad_channels)}. Save them as '
+            'label maps that are not single-channel: '
+            f'{examples(bad_channels, width=None)}. Save them as '
             'one-channel (grayscale or palette) PNGs of class indices, not colour images'
         )
     if bad_size:
         problems.append(
-            f'label maps whose size differs from their image: {_examples(bad_size)}. Make each '
+            'label maps whose size differs from their image: '
+            f'{examples(bad_size, width=None)}. Make each '
             'label map the size of its image (resize with nearest-neighbour interpolation), or '
             'fix which image it is paired with'
         )
@@ -194,7 +180,8 @@ def check_seg_dataset(dataset: Any, where: str) -> None:
             valid = f'0..{len(classes) - 1}'
         problems.append(
             f'label maps with values outside the {len(classes)} classes ({valid}) and the '
-            f'ignore index {dataset.ignore_index}: {_examples(bad_values)}. Map those pixels to '
+            f'ignore index {dataset.ignore_index}: {examples(bad_values, width=None)}. Map those '
+            'pixels to '
             f'a class index or to {dataset.ignore_index}, or fix metainfo.classes / '
             'reduce_zero_label in the config'
         )
@@ -238,7 +225,7 @@ def check_seg_data(
         loader = cfg.get(name)
         if not isinstance(loader, dict):
             continue
-        for ds in _leaf_datasets(loader.get('dataset')):
+        for ds in leaf_datasets(loader.get('dataset')):
             if not is_seg_dataset(ds) or ds.get('backend_args'):
                 continue
             if 'pipeline' in ds and not _loads_annotations(ds['pipeline']):
