@@ -53,6 +53,15 @@ def tool_env() -> Dict[str, str]:
     return {**os.environ, 'PYTHON': sys.executable, **threads}
 
 
+def import_tool(folder: str, name: str):
+    """Import ``tools/<folder>/<name>.py`` as a module (its folder first on ``sys.path``)."""
+    sys.path.insert(0, osp.join(ROOT, 'tools', folder))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
 @pytest.fixture(scope='session')
 def run_tool(tool_env: Dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
     """Run ``tools/<script>`` (``.py`` or ``.sh``) in a subprocess; returns it completed."""

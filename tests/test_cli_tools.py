@@ -10,7 +10,7 @@ from typing import Callable, Dict, List
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CONFIG
+from conftest import ROOT, TINY_CONFIG, import_tool
 
 COCO_CONFIG = osp.join(ROOT, 'configs', 'mask_rcnn_fishnet150_fpn_1x_coco.py')
 PKG_RESOURCES_WARNING = 'pkg_resources is deprecated'
@@ -25,10 +25,6 @@ def tool_files() -> List[str]:
 
 
 TOOLS = tool_files()
-
-
-def tool_command(path: str, *args: str) -> List[str]:
-    return (['bash'] if path.endswith('.sh') else [sys.executable]) + [osp.join(ROOT, path), *args]
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> List[str]:
@@ -62,7 +58,7 @@ print('HELP-RESULTS' + json.dumps(results))
 
 
 @pytest.fixture(scope='module')
-def help_runs(tool_env: Dict[str, str]) -> Dict[str, list]:
+def help_runs(tool_env: Dict[str, str], run_tool: Callable) -> Dict[str, list]:
     """``[exit status, stdout, stderr]`` of ``TOOL --help`` for every tool."""
     python_tools = [p for p in TOOLS if p.endswith('.py')]
     proc = subprocess.run(
@@ -73,9 +69,7 @@ def help_runs(tool_env: Dict[str, str]) -> Dict[str, list]:
     found = json.loads(proc.stdout.split('HELP-RESULTS', 1)[1])
     runs = {p: found[osp.join(ROOT, p)] for p in python_tools}
     for path in (p for p in TOOLS if p.endswith('.sh')):
-        sh = subprocess.run(
-            tool_command(path, '--help'), cwd=ROOT, env=tool_env, capture_output=True, text=True
-        )
+        sh = run_tool(osp.relpath(path, 'tools'), '--help')
         runs[path] = [sh.returncode, sh.stdout, sh.stderr]
     return runs
 
@@ -91,12 +85,9 @@ def test_help(path, help_runs):
     assert 'usage' in out.lower(), f'{path} --help prints no usage:\n{out[:500]}'
 
 
-def test_help_in_its_own_process(tool_env: Dict[str, str]):
+def test_help_in_its_own_process(run_tool: Callable):
     """The same, as a user runs it (count_params.py used to ignore --help and run)."""
-    path = 'tools/analysis_tools/count_params.py'
-    proc = subprocess.run(
-        tool_command(path, '--help'), cwd=ROOT, env=tool_env, capture_output=True, text=True
-    )
+    proc = run_tool('analysis_tools/count_params.py', '--help')
     assert proc.returncode == 0 and proc.stdout.startswith('usage:'), proc.stderr[-2000:]
     assert PKG_RESOURCES_WARNING not in proc.stderr
 
@@ -205,18 +196,17 @@ def test_tta_runs_on_a_detector_without_mask_head(
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    no_mask = ['model.roi_head.mask_head=None', 'model.roi_head.mask_roi_extractor=None']
+    no_mask = {'model.roi_head.mask_head': None, 'model.roi_head.mask_roi_extractor': None}
     cfg = Config.fromfile(TINY_CONFIG)
-    cfg.merge_from_dict(
-        {'model.roi_head.mask_head': None, 'model.roi_head.mask_roi_extractor': None}
-    )
+    cfg.merge_from_dict(no_mask)
     register_all_modules()
     model = MODELS.build(cfg.model)
     checkpoint = tmp_path / 'faster.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     proc = run_tool(
         'test.py', TINY_CONFIG, str(checkpoint), '--work-dir', str(tmp_path / 'work'), '--tta',
-        '--cfg-options', *data_opts(tiny_shapes), *no_mask, 'test_evaluator.metric=bbox',
+        '--cfg-options', *data_opts(tiny_shapes), *(f'{k}=None' for k in no_mask),
+        'test_evaluator.metric=bbox',
         cwd=str(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -224,24 +214,8 @@ def test_tta_runs_on_a_detector_without_mask_head(
 
 
 # ------------------------------------------------------------------------------ tools' details
-def _import_tool(folder: str, name: str):
-    sys.path.insert(0, osp.join(ROOT, 'tools', folder))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
-
-
-def _analysis_tool(name: str):
-    return _import_tool('analysis_tools', name)
-
-
-def _misc_tool(name: str):
-    return _import_tool('misc', name)
-
-
 def test_benchmark_no_memory_says_nothing_about_memory(capsys):
-    benchmark = _analysis_tool('benchmark_backbone')
+    benchmark = import_tool('analysis_tools', 'benchmark_backbone')
     benchmark.main(
         [
             '--shapes', '32x32', '--batch', '1', '--repeat', '1', '--warmup', '0',
@@ -256,7 +230,7 @@ def test_benchmark_no_memory_says_nothing_about_memory(capsys):
 
 
 def test_profiler_counts_every_cpu_convolution_kernel_as_convolution():
-    profile_backbone = _analysis_tool('profile_backbone')
+    profile_backbone = import_tool('analysis_tools', 'profile_backbone')
     from torch.profiler import ProfilerActivity, profile
 
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
@@ -276,7 +250,7 @@ def test_profiler_counts_every_cpu_convolution_kernel_as_convolution():
 
 # ---------------------------------------------------------------- mmcv's CUDA ops in the set-up
 def test_mmcv_check_tells_cuda_code_from_cpu_code(tmp_path):
-    check_mmcv_ops = _misc_tool('check_mmcv_ops')
+    check_mmcv_ops = import_tool('misc', 'check_mmcv_ops')
     cpu, cuda = tmp_path / 'cpu.so', tmp_path / 'cuda.so'
     cpu.write_bytes(b'\x7fELF ... .text .data roi_align_forward_impl ...')
     cuda.write_bytes(b'\x7fELF ... .text .nv_fatbin ... __cudaRegisterFatBinary ...')
@@ -287,7 +261,7 @@ def test_mmcv_check_tells_cuda_code_from_cpu_code(tmp_path):
 def test_mmcv_check_on_the_installed_mmcv():
     import importlib.util
 
-    check_mmcv_ops = _misc_tool('check_mmcv_ops')
+    check_mmcv_ops = import_tool('misc', 'check_mmcv_ops')
     assert check_mmcv_ops.problem(cuda=False) is None
     ext = importlib.util.find_spec('mmcv._ext').origin
     if check_mmcv_ops.has_cuda_code(ext):
@@ -317,7 +291,7 @@ def test_cuda_setup_cannot_reuse_a_cached_cpu_build():
 
 @pytest.mark.parametrize('debug', [False, True])
 def test_converter_debug_shows_the_traceback(debug, monkeypatch, capsys, tmp_path):
-    converter = _import_tool('model_converters', 'fishnet2mmdet')
+    converter = import_tool('model_converters', 'fishnet2mmdet')
     missing = str(tmp_path / 'fishnet99_ckpt.tar')
     monkeypatch.setattr(sys, 'argv', ['fishnet2mmdet.py', missing, str(tmp_path / 'out.pth')])
     monkeypatch.setenv('MMFISH_DEBUG', '1' if debug else '0')

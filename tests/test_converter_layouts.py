@@ -16,7 +16,6 @@ head unit's output with a ``skip2_seq`` transfer.
 """
 
 import importlib.metadata
-import importlib.util
 import sys
 from collections import OrderedDict
 from pathlib import Path

@@ -45,7 +45,7 @@ TF32_TOLERANCE = 10 * 2.0**-11
 FP32_TOLERANCE = 1e-4
 # bf16 keeps 8 significant bits, fp16 11 (tests/test_speed_paths.py).
 LOW_PRECISION_TOLERANCE = 8 * 2.0**-7
-DEVICE = 'cuda'  # tools/dev and a CPU rehearsal of this file may set another
+DEVICE = 'cuda'  # a CPU rehearsal of the backbone tests sets test_cuda.DEVICE = 'cpu'
 
 CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.skipif(not CUDA, reason='needs a CUDA GPU (torch sees none)')

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, import_tool
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -25,7 +26,6 @@ from mmseg.registry import MODELS as SEG_MODELS  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 from mmseg.utils import register_all_modules  # noqa: E402
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEG_CONFIG_DIR = osp.join(ROOT, 'configs', 'segmentation')
 SEG_CONFIGS = sorted(osp.basename(p) for p in glob.glob(osp.join(SEG_CONFIG_DIR, '*.py')))
 DEMO_CONFIG = osp.join(SEG_CONFIG_DIR, 'demo', 'fpn_fishnet99_shapes_cpu.py')
@@ -54,14 +54,14 @@ def test_one_fishnet_class_in_both_toolboxes():
     assert SEG_MODELS.get('mmdet.FishNet') is FishNet
 
 
-def _run_python(code: str, cwd: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, 'PYTHONPATH': ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')}
+def _run_python(code: str, cwd: str, tool_env: Dict[str, str]) -> subprocess.CompletedProcess:
+    env = {**tool_env, 'PYTHONPATH': ROOT + os.pathsep + tool_env.get('PYTHONPATH', '')}
     return subprocess.run(
         [sys.executable, '-c', code], capture_output=True, text=True, cwd=cwd, env=env
     )
 
 
-def test_custom_imports_alone_registers_fishnet_in_mmseg(tmp_path):
+def test_custom_imports_alone_registers_fishnet_in_mmseg(tmp_path, tool_env):
     """A user's mmseg config that only names mmfish in custom_imports builds (fresh process)."""
     config = tmp_path / 'user_seg_config.py'
     config.write_text(
@@ -82,12 +82,12 @@ def test_custom_imports_alone_registers_fishnet_in_mmseg(tmp_path):
         'model = MODELS.build(cfg.model).eval()\n'
         'print(type(model.backbone).__name__, tuple(model(torch.rand(1, 3, 64, 64)).shape))\n'
     )
-    out = _run_python(code, str(tmp_path))
+    out = _run_python(code, str(tmp_path), tool_env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith('FishNet (1, 5, 8, 8)')
 
 
-def test_mmdet_only_install_keeps_working(tmp_path):
+def test_mmdet_only_install_keeps_working(tmp_path, tool_env):
     """With mmseg not importable, ``import mmfish`` still registers FishNet in mmdet."""
     code = (
         'import sys\n'
@@ -98,7 +98,7 @@ def test_mmdet_only_install_keeps_working(tmp_path):
         "model = MODELS.build(dict(type='FishNet', arch='fishnet99', out_indices=(8,)))\n"
         "print(SEG_MODELS, type(model).__name__, 'mmseg' in sys.modules and sys.modules['mmseg'])\n"
     )
-    out = _run_python(code, str(tmp_path))
+    out = _run_python(code, str(tmp_path), tool_env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ['None', 'FishNet', 'None']
 
@@ -180,11 +180,8 @@ def test_configs_give_logits_of_the_class_count_at_512(config, num_classes):
 @pytest.mark.parametrize('variant', ['body', 'head', 'mix'])
 def test_feature_choice_variants_build_and_run(variant):
     """The variants tools/analysis_tools/seg_feature_choice.py measures are valid configs."""
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-    try:
-        from seg_feature_choice import VARIANTS, variant_options
-    finally:
-        sys.path.pop(0)
+    seg_feature_choice = import_tool('analysis_tools', 'seg_feature_choice')
+    VARIANTS, variant_options = seg_feature_choice.VARIANTS, seg_feature_choice.variant_options
     from mmengine.config import DictAction
 
     cfg = load(TINY_SEG_CONFIG)

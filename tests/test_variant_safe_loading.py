@@ -19,6 +19,7 @@ from typing import Callable, Dict
 import pytest
 import test_converter
 import torch
+from conftest import TINY_CONFIG
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
@@ -301,7 +302,7 @@ def test_train_py_stops_before_training(
     """The issue's run: FishNet-99 from a FishNet-150 file. It stops before the first iteration."""
     config = tmp_path / 'fishnet99_from_150.py'
     config.write_text(
-        f'_base_ = {osp.join(ROOT, "tests", "data", "tiny_shapes_config.py")!r}\n'
+        f'_base_ = {TINY_CONFIG!r}\n'
         'model = dict(\n'
         f"    backbone=dict(arch='fishnet99', init_cfg=dict(_delete_=True, type='Pretrained', "
         f'checkpoint={str(converted["fishnet150"])!r})),\n'
