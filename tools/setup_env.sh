@@ -12,8 +12,9 @@
 # ops against that torch; pip caches the built wheel, so a second run takes seconds.
 #
 # GPU: FORCE_CUDA=1 builds mmcv's CUDA ops too. Then mmcv's source is unpacked into MMCV_BUILD_DIR
-# (default build/mmcv-2.1.0), patched with tools/patches/mmcv-2.1.0-*.patch (fixes for CUDA 13 and
-# newer torch) and built there; an interrupted build resumes where it stopped (ninja).
+# (default build/mmcv-2.1.0), patched with tools/patches/mmcv-2.1.0-*.patch (build order only: CUDA 13
+# and torch 2.11 needed no fix, tools/patches/README.md) and built there; an interrupted build
+# resumes where it stopped (ninja).
 #   TORCH_CUDA_ARCH_LIST=9.0   the GPU architectures to compile (default: the visible GPUs')
 #   MAX_JOBS=16                parallel compile jobs (default: all cores)
 # Offline (a machine without network):
@@ -75,17 +76,24 @@ if [[ -n "$MMFISH_SITE" ]]; then
     echo "installing into $MMFISH_SITE (use it with PYTHONPATH=$PYTHONPATH)"
 fi
 
-installed() {  # installed NAME==VERSION  -> 0 if exactly that version is importable metadata-wise
-    "$PY" - "$1" <<'PYEOF'
+installed() {  # installed NAME[==VERSION]...  -> 0 if every one is installed (that exact version)
+    "$PY" - "$@" <<'PYEOF'
 import sys
 from importlib.metadata import version, PackageNotFoundError
-name, _, want = sys.argv[1].partition('==')
-try:
-    have = version(name)
-except PackageNotFoundError:
-    sys.exit(1)
-sys.exit(0 if (not want or have == want) else 1)
+for requirement in sys.argv[1:]:
+    name, _, want = requirement.partition('==')
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        sys.exit(1)
+    if want and have != want:
+        sys.exit(1)
 PYEOF
+}
+
+runtime_requirements() {  # requirements/runtime.txt as NAME==VERSION or NAME, but setuptools and mmcv
+    sed -e 's/#.*//' -e 's/[<>].*//' -e 's/[[:space:]]//g' "$ROOT/requirements/runtime.txt" \
+        | grep -v -e '^$' -e '^setuptools' -e '^mmcv'
 }
 
 step 2 "torch"
@@ -206,7 +214,7 @@ mmcv_source() {  # unpack (once) and patch mmcv's sdist into MMCV_BUILD_DIR
     touch "$MMCV_BUILD_DIR/.mmfish-patched"
 }
 
-install_runtime() {  # mmengine, mmdet, pycocotools (and, offline, every wheel given)
+install_runtime() {  # requirements/runtime.txt (offline: every wheel given, as it is)
     if [[ -n "$MMFISH_WHEELS" ]]; then
         # No resolver offline: mmengine's metadata asks for opencv-python even where the
         # headless build is installed. Every wheel in the directory is installed as it is.
@@ -215,8 +223,6 @@ install_runtime() {  # mmengine, mmdet, pycocotools (and, offline, every wheel g
         shopt -u nullglob
         (( ${#wheels[@]} )) || fail "no wheels in MMFISH_WHEELS=$MMFISH_WHEELS"
         "${PIP[@]}" "${INSTALL[@]}" --no-deps "${wheels[@]}"
-    elif installed mmengine==0.10.7 && installed mmdet==3.3.0 && installed pycocotools; then
-        echo "already installed"
     else
         "${PIP[@]}" "${INSTALL[@]}" -r "$ROOT/requirements/runtime.txt"
     fi
@@ -261,8 +267,7 @@ fi
 step 5 "mmengine, mmdet, pycocotools, mmsegmentation (+ ftfy, regex)"
 if [[ -n "$MMFISH_WHEELS" ]]; then
     echo "installed from the wheels at step 3b"
-elif installed mmengine==0.10.7 && installed mmdet==3.3.0 && installed pycocotools \
-    && installed mmsegmentation==1.2.2 && installed ftfy==6.3.1 && installed regex==2026.11.19; then
+elif installed $(runtime_requirements); then
     echo "already installed"
 else
     install_runtime
