@@ -30,6 +30,11 @@ def examples(items: Sequence[Any], width: Optional[int] = 80) -> str:
     return listed + (f' ... ({len(items)} in all)' if len(items) > MAX_LISTED else '')
 
 
+def checks_skipped() -> bool:
+    """Whether the user turned the data checks off (``MMFISH_SKIP_DATA_CHECKS=1``)."""
+    return os.environ.get(SKIP_ENV, '') not in ('', '0')
+
+
 def _is_remote(path: str) -> bool:
     return '://' in path or path.startswith('s3:')
 
@@ -203,7 +208,7 @@ def check_coco_annotations(
     Raises:
         DataCheckError: naming the file, what is wrong with it, and the fix.
     """
-    if os.environ.get(SKIP_ENV, '') not in ('', '0'):
+    if checks_skipped():
         return []
     parsed: Dict[str, dict] = {}
 

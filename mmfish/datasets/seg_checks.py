@@ -15,7 +15,6 @@ its pipeline) from mmseg's registry, so the file list, suffixes, ``reduce_zero_l
 ``label_map`` are exactly what the run will use.
 """
 
-import os
 import os.path as osp
 from typing import Any, List, Optional, Sequence, Set
 
@@ -23,7 +22,7 @@ import numpy as np
 from mmengine.config import Config
 from PIL import Image
 
-from mmfish.datasets.data_checks import SKIP_ENV, DataCheckError, examples, leaf_datasets
+from mmfish.datasets.data_checks import DataCheckError, checks_skipped, examples, leaf_datasets
 
 
 def is_seg_dataset(dataset_cfg: Any) -> bool:
@@ -147,29 +146,26 @@ def check_seg_dataset(dataset: Any, where: str) -> None:
     problems: List[str] = []
     if missing_images:
         problems.append(
-            f'{len(missing_images)} images cannot be read: '
-            f'{examples(missing_images, width=None)}'
+            f'{len(missing_images)} images cannot be read: {examples(missing_images, width=None)}'
         )
     if missing:
         problems.append(
             f'{len(missing)} of {len(data_list)} label maps are missing from {seg_dir}: '
             f'{examples(missing, width=None)}. Each image <name>{dataset.img_suffix} needs a '
-            'label map '
-            f'<name>{dataset.seg_map_suffix} there: check data_prefix.seg_map_path and '
-            'seg_map_suffix in the config, or restore the files'
+            f'label map <name>{dataset.seg_map_suffix} there: check data_prefix.seg_map_path '
+            'and seg_map_suffix in the config, or restore the files'
         )
     if bad_channels:
         problems.append(
-            'label maps that are not single-channel: '
-            f'{examples(bad_channels, width=None)}. Save them as '
-            'one-channel (grayscale or palette) PNGs of class indices, not colour images'
+            f'label maps that are not single-channel: {examples(bad_channels, width=None)}. '
+            'Save them as one-channel (grayscale or palette) PNGs of class indices, not colour '
+            'images'
         )
     if bad_size:
         problems.append(
-            'label maps whose size differs from their image: '
-            f'{examples(bad_size, width=None)}. Make each '
-            'label map the size of its image (resize with nearest-neighbour interpolation), or '
-            'fix which image it is paired with'
+            f'label maps whose size differs from their image: {examples(bad_size, width=None)}. '
+            'Make each label map the size of its image (resize with nearest-neighbour '
+            'interpolation), or fix which image it is paired with'
         )
     if bad_values:
         if dataset.label_map:
@@ -181,8 +177,7 @@ def check_seg_dataset(dataset: Any, where: str) -> None:
         problems.append(
             f'label maps with values outside the {len(classes)} classes ({valid}) and the '
             f'ignore index {dataset.ignore_index}: {examples(bad_values, width=None)}. Map those '
-            'pixels to '
-            f'a class index or to {dataset.ignore_index}, or fix metainfo.classes / '
+            f'pixels to a class index or to {dataset.ignore_index}, or fix metainfo.classes / '
             'reduce_zero_label in the config'
         )
     if problems:
@@ -218,7 +213,7 @@ def check_seg_data(
     Raises:
         DataCheckError: naming the file, what is wrong with it, and the fix.
     """
-    if os.environ.get(SKIP_ENV, '') not in ('', '0'):
+    if checks_skipped():
         return []
     checked: List[str] = []
     for name in loaders:

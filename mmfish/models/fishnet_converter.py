@@ -38,9 +38,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from mmfish.models.backbones.fishnet import CONSUMER_NORMS
-from mmfish.models.backbones.fishnet_pretrained import block_counts
+from mmfish.models.backbones.fishnet_pretrained import ARCHS, block_counts, variant_of_counts
 
-ARCHS: Tuple[str, ...] = ('fishnet99', 'fishnet150', 'fishnet201')
 # The out norms the converter writes: those of FishNet's default out_indices (the FPN input).
 DEFAULT_OUT_INDICES: Tuple[int, ...] = (7, 8, 9, 10)
 MAX_LISTED = 20  # keys listed in full in an error message
@@ -180,10 +179,9 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     """The variant (``'fishnet99'``, ...) of a reference state dict, from its block counts."""
     mapped = [map_key(key) for key in strip_module_prefix(state_dict)]
     counts = block_counts(key for key in mapped if key is not None)
-    for arch in ARCHS:  # the authors' variants only (FishNeXt-150 has FishNet-150's counts)
-        settings = _arch_settings()[arch]
-        if all(counts[name] == settings[name] for name in counts):
-            return arch
+    arch = variant_of_counts(counts, _arch_settings())
+    if arch is not None:
+        return arch
     raise NotFishNetCheckpointError(
         f'The block counts of this checkpoint, {counts}, match no FishNet variant '
         f'({", ".join(ARCHS)}). Pass arch= (--arch) to list the keys it misses or has in excess.'

@@ -73,14 +73,12 @@ def _file_message(error: FileNotFoundError) -> str:
     return f'{error.strerror or "no such file"}: {path}{where}'
 
 
-def run_cli(main: Callable[[], None], prog: str = '') -> None:
+def run_cli(main: Callable[[], None]) -> None:
     """Run a tool's ``main``; report a user error as one line on stderr and exit with status 2.
 
-    Args:
-        main: The tool's entry point.
-        prog: The name in the message; defaults to the script's file name.
+    The message starts with the script's file name, as argparse's errors do.
     """
-    prog = prog or osp.basename(sys.argv[0])
+    prog = osp.basename(sys.argv[0])
     if debug_requested():
         main()
         return

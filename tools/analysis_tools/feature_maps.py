@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmfish.models import FishNet
+from mmfish.models.fishnet_converter import strip_module_prefix
 
 NUM_FEATURES = 11
 SIZE_DIVISOR = 32
@@ -111,7 +112,7 @@ def read_state_dict(path: str, option: str) -> dict:
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f'{option}: not a state dict')
-    return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state.items()}
+    return dict(strip_module_prefix(state))
 
 
 def load_backbone_weights(model: nn.Module, path: str) -> int:

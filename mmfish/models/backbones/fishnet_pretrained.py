@@ -96,9 +96,10 @@ NO_PUBLISHED_WEIGHTS: Dict[str, str] = {
         '"FishNeXt"): load a checkpoint of your own ImageNet training of the same arch.'
     ),
 }
-# From-scratch recipes (README, "Training from scratch"), per variant.
+# The authors' variants: the converter's, and each has a from-scratch recipe (README, "Training
+# from scratch"). FishNeXt-150 has FishNet-150's block counts.
+ARCHS: Tuple[str, ...] = ('fishnet99', 'fishnet150', 'fishnet201')
 SCRATCH_CONFIG = 'configs/mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py'
-SCRATCH_ARCHS = ('fishnet99', 'fishnet150', 'fishnet201')
 # Converted by mmfish: the meta keys the converter writes beside the variant.
 _CONVERTER_META = ('arch', 'layout', 'source')
 _STAGED = ('tail', 'body', 'head', 'out_norms')
@@ -150,7 +151,7 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
 def how_to_train_from_scratch(model: 'FishNet') -> str:
     """The from-scratch route for ``model``, one sentence."""
     variant = model.variant_name
-    if variant in SCRATCH_ARCHS:
+    if variant in ARCHS:
         config = SCRATCH_CONFIG.format(arch=variant)
     else:  # FishNeXt-150 or a custom arch: FishNet-150's recipe with the model's arch
         config = SCRATCH_CONFIG.format(arch='fishnet150') + (
@@ -237,13 +238,10 @@ def backbone_state_dict(
     return state_dict, meta
 
 
-def _checkpoint_variant(model: 'FishNet', keys: Sequence[str]) -> Optional[str]:
-    """The variant whose block counts the keys have, if they are a whole FishNet's."""
-    counts = block_counts(keys)
-    for name, settings in type(model).arch_settings.items():
-        if all(counts[k] == settings[k] for k in counts) and 'groups' not in settings:
-            return name
-    return None
+def variant_of_counts(counts: Mapping[str, object], arch_settings: Mapping) -> Optional[str]:
+    """The authors' variant with these block counts (:func:`block_counts`' layout), or None."""
+    matches = (a for a in ARCHS if all(counts[k] == arch_settings[a][k] for k in counts))
+    return next(matches, None)
 
 
 def check_pretrained(
@@ -294,11 +292,11 @@ def check_pretrained(
     ]
 
     recorded = meta['arch'] if meta is not None else None
-    other_variant = recorded is not None and _parsed(model, recorded) != model.arch
+    other_variant = recorded is not None and recorded != variant
     if not (other_variant or missing or unexpected or wrong):
         return
 
-    holds = recorded or _checkpoint_variant(model, list(filled))
+    holds = recorded or variant_of_counts(block_counts(list(filled)), model.arch_settings)
     if recorded is not None:
         what = (
             f'it holds FishNet {recorded!r} weights (its meta: converted from '
@@ -354,15 +352,8 @@ def check_pretrained(
     )
 
 
-def _parsed(model: 'FishNet', arch: object) -> Optional[dict]:
-    """``FishNet._parse_arch(arch)``, or None for a name that is no variant."""
-    try:
-        return type(model)._parse_arch(arch)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 __all__ = [
+    'ARCHS',
     'NO_PUBLISHED_WEIGHTS',
     'PUBLISHED_WEIGHTS',
     'ImageNetWeights',
@@ -371,4 +362,5 @@ __all__ = [
     'check_pretrained',
     'how_to_get_weights',
     'missing_checkpoint_message',
+    'variant_of_counts',
 ]
