@@ -178,7 +178,8 @@ def report_lines(args: argparse.Namespace) -> List[str]:
             f'CUDA {machine.get("cuda")}, cuDNN {machine.get("cudnn")}, torch {machine["torch"]}, '
             f'Python {machine["python"]}, host {machine["cpu"]} ({machine["logical_cpus"]} logical '
             'CPUs). Produced by `bash tools/dev/gpu_session.sh build` then `... measure`; tables '
-            'written by `python tools/dev/gpu_report.py` from the benchmark JSON files.',
+            'written by `python tools/dev/gpu_report.py --dir RESULTS --setup-log SETUP_LOG` (as '
+            "`gpu_session.sh`'s report step runs it) from the benchmark JSON files.",
             '',
         ]
     built = build_time(args.setup_log)
