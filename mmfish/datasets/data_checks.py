@@ -12,7 +12,7 @@ every problem found. Set the environment variable ``MMFISH_SKIP_DATA_CHECKS=1`` 
 import json
 import os
 import os.path as osp
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -174,17 +174,26 @@ def check_coco_data(
         )
 
 
-def leaf_datasets(dataset_cfg: Any) -> Iterator[Any]:
+def _leaf_datasets(dataset_cfg: Any) -> Iterator[Any]:
     """The leaf dataset configs of a (possibly wrapped or concatenated) dataset config."""
     if not isinstance(dataset_cfg, dict):
         return
     if isinstance(dataset_cfg.get('datasets'), (list, tuple)):
         for sub in dataset_cfg['datasets']:
-            yield from leaf_datasets(sub)
+            yield from _leaf_datasets(sub)
     elif isinstance(dataset_cfg.get('dataset'), dict):
-        yield from leaf_datasets(dataset_cfg['dataset'])
+        yield from _leaf_datasets(dataset_cfg['dataset'])
     else:
         yield dataset_cfg
+
+
+def config_datasets(cfg: Config, loaders: Sequence[str]) -> Iterator[Tuple[str, Any]]:
+    """``(loader name, leaf dataset config)`` for each dataset of the named dataloaders."""
+    for name in loaders:
+        loader = cfg.get(name)
+        if isinstance(loader, dict):
+            for ds in _leaf_datasets(loader.get('dataset')):
+                yield name, ds
 
 
 def _join(root: str, path: str) -> str:
@@ -218,31 +227,27 @@ def check_coco_annotations(
         return parsed[path]
 
     checked: List[str] = []
-    for name in loaders:
-        loader = cfg.get(name)
-        if not isinstance(loader, dict):
+    for name, ds in config_datasets(cfg, loaders):
+        ann_file = ds.get('ann_file')
+        if not isinstance(ann_file, str) or not ann_file.endswith('.json'):
             continue
-        for ds in leaf_datasets(loader.get('dataset')):
-            ann_file = ds.get('ann_file')
-            if not isinstance(ann_file, str) or not ann_file.endswith('.json'):
-                continue
-            if ds.get('backend_args') or _is_remote(ann_file):
-                continue
-            root = ds.get('data_root') or ''
-            ann_file = _join(root, ann_file)
-            prefix = ds.get('data_prefix') or {}
-            img = prefix.get('img', prefix.get('img_path')) if isinstance(prefix, dict) else None
-            classes = (ds.get('metainfo') or {}).get('classes')
-            where = f'{name}.dataset'
-            check_coco_data(
-                load(ann_file, where),
-                ann_file,
-                where,
-                img_dir=_join(root, img) if isinstance(img, str) else None,
-                classes=classes,
-                require_annotations=not ds.get('test_mode', False),
-            )
-            checked.append(ann_file)
+        if ds.get('backend_args') or _is_remote(ann_file):
+            continue
+        root = ds.get('data_root') or ''
+        ann_file = _join(root, ann_file)
+        prefix = ds.get('data_prefix') or {}
+        img = prefix.get('img', prefix.get('img_path')) if isinstance(prefix, dict) else None
+        classes = (ds.get('metainfo') or {}).get('classes')
+        where = f'{name}.dataset'
+        check_coco_data(
+            load(ann_file, where),
+            ann_file,
+            where,
+            img_dir=_join(root, img) if isinstance(img, str) else None,
+            classes=classes,
+            require_annotations=not ds.get('test_mode', False),
+        )
+        checked.append(ann_file)
 
     for name in evaluators:
         evaluator = cfg.get(name)

@@ -22,7 +22,7 @@ import numpy as np
 from mmengine.config import Config
 from PIL import Image
 
-from mmfish.datasets.data_checks import DataCheckError, checks_skipped, examples, leaf_datasets
+from mmfish.datasets.data_checks import DataCheckError, checks_skipped, config_datasets, examples
 
 
 def is_seg_dataset(dataset_cfg: Any) -> bool:
@@ -216,19 +216,15 @@ def check_seg_data(
     if checks_skipped():
         return []
     checked: List[str] = []
-    for name in loaders:
-        loader = cfg.get(name)
-        if not isinstance(loader, dict):
+    for name, ds in config_datasets(cfg, loaders):
+        if not is_seg_dataset(ds) or ds.get('backend_args'):
             continue
-        for ds in leaf_datasets(loader.get('dataset')):
-            if not is_seg_dataset(ds) or ds.get('backend_args'):
-                continue
-            if 'pipeline' in ds and not _loads_annotations(ds['pipeline']):
-                continue  # no label maps read (e.g. a test set without labels)
-            try:
-                dataset = _build_lazy(ds)
-            except ImportError:
-                return checked  # no mmseg: the run cannot use this dataset anyway
-            check_seg_dataset(dataset, f'{name}.dataset')
-            checked.append(dataset.ann_file or dataset.data_prefix.get('img_path', ''))
+        if 'pipeline' in ds and not _loads_annotations(ds['pipeline']):
+            continue  # no label maps read (e.g. a test set without labels)
+        try:
+            dataset = _build_lazy(ds)
+        except ImportError:
+            return checked  # no mmseg: the run cannot use this dataset anyway
+        check_seg_dataset(dataset, f'{name}.dataset')
+        checked.append(dataset.ann_file or dataset.data_prefix.get('img_path', ''))
     return checked
