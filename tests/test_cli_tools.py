@@ -153,6 +153,25 @@ def test_train_refuses_a_missing_resume_checkpoint(run_tool: Callable, tmp_path)
 
 
 @pytest.mark.parametrize(
+    'path, found',
+    [
+        ('~/epoch_12.pth', True),
+        ('~/none.pth', False),
+        ('https://x/y.pth', True),
+        ('open-mmlab://r50', True),
+    ],
+    ids=['tilde', 'tilde-missing', 'url', 'scheme'],
+)
+def test_checkpoint_paths_are_judged_as_mmengine_loads_them(path, found, monkeypatch, tmp_path):
+    """``--resume=~/x.pth`` reaches train.py unexpanded by the shell; mmengine expands it."""
+    from mmfish.utils.paths import checkpoint_exists
+
+    monkeypatch.setenv('HOME', str(tmp_path))
+    (tmp_path / 'epoch_12.pth').write_bytes(b'')
+    assert checkpoint_exists(path) is found
+
+
+@pytest.mark.parametrize(
     'args, expected',
     [
         (['--out', 'r.json'], '--out must name a .pkl or .pickle file'),

@@ -16,7 +16,7 @@ FEATURE_TABLE = [
     (64, 4), (128, 8), (256, 16), (512, 32), (512, 32),
     (768, 16), (512, 8), (320, 4), (832, 8), (1600, 16), (2112, 32),
 ]  # fmt: skip
-# fishnet99's block counts with a small grouped bottleneck: fast to build and run.
+# One block in every stage and transfer, grouped bottlenecks of small width: fast to build and run.
 SMALL_GROUPED = dict(
     tail_blocks=(1, 1, 1),
     bridge_blocks=1,

@@ -38,6 +38,7 @@ from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import cpu_autocast
 from mmfish.engine.runner.dist import setup_cpu_distributed
 from mmfish.utils.cli import CliError, add_debug_argument, run_cli
+from mmfish.utils.paths import checkpoint_exists
 
 DUMP_SUFFIXES = ('.pkl', '.pickle')  # what mmdet's and mmseg's test.py accept for --out
 
@@ -118,7 +119,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def check_checkpoint(checkpoint: str) -> None:
     """Refuse a checkpoint path that names no file (URLs are left to mmengine)."""
-    if not (osp.isfile(checkpoint) or '://' in checkpoint):
+    if not checkpoint_exists(checkpoint):
         raise CliError(
             f'checkpoint {checkpoint} does not exist: give the .pth file written by training '
             '(e.g. work_dirs/<config name>/epoch_12.pth)'

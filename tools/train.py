@@ -30,6 +30,7 @@ from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import configure_amp
 from mmfish.engine.runner.dist import setup_cpu_distributed
 from mmfish.utils.cli import CliError, add_debug_argument, run_cli
+from mmfish.utils.paths import checkpoint_exists
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,7 +69,7 @@ def main() -> None:
     args = parse_args()
     if not osp.isfile(args.config):
         raise CliError(f'config file {args.config} does not exist')
-    if args.resume not in (None, 'auto') and not (osp.isfile(args.resume) or '://' in args.resume):
+    if args.resume not in (None, 'auto') and not checkpoint_exists(args.resume):
         raise CliError(
             f'--resume {args.resume}: no such checkpoint file. Give an existing one, or '
             '--resume without a path to continue from the latest checkpoint of the work dir'

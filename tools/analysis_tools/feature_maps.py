@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from mmfish.models import FishNet
 from mmfish.models.fishnet_converter import strip_module_prefix
+from mmfish.utils.paths import checkpoint_exists
 
 NUM_FEATURES = 11
 SIZE_DIVISOR = 32
@@ -106,7 +107,7 @@ def read_state_dict(path: str, option: str) -> dict:
     """
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    if not osp.isfile(path):
+    if not checkpoint_exists(path):
         raise FileNotFoundError(f'{option}: no such file')
     checkpoint = _load_checkpoint(path, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None

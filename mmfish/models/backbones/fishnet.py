@@ -21,7 +21,6 @@ index  part                channels (all archs)  stride
 =====  ==================  ====================  ======
 """
 
-import os
 import re
 import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -36,6 +35,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.registry import register_model
+from mmfish.utils.paths import checkpoint_exists
 from mmfish.utils.typing import ConfigType, OptConfigType, OptMultiConfig
 
 from .fish_blocks import BodyStage, Bridge, HeadStage, ScoreHead, Stem, TailStage, build_norm
@@ -674,7 +674,7 @@ class FishNet(BaseModule):
             if cfg.get('type') not in ('Pretrained', PretrainedInit) or not cfg.get('checkpoint'):
                 continue
             path = cfg['checkpoint']
-            if '://' not in path and not os.path.isfile(os.path.expanduser(path)):
+            if not checkpoint_exists(path):
                 raise FileNotFoundError(missing_checkpoint_message(self, path))
             checkpoint = _load_checkpoint(path, map_location='cpu')
             if isinstance(checkpoint, Mapping):
