@@ -58,10 +58,7 @@ from mmfish.models.backbones.fish_blocks import PreActBottleneck
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the sibling feature_maps.py
 from feature_maps import IMAGENET_MEAN as MEAN  # noqa: E402
 from feature_maps import IMAGENET_STD as STD  # noqa: E402
-from feature_maps import (
-    read_image,  # noqa: E402
-    read_state_dict,  # noqa: E402
-)
+from feature_maps import read_image, read_state_dict  # noqa: E402
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 RESNETS = {f'resnet{d}': d for d in RESNET_DEPTHS}
