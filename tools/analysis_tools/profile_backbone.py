@@ -29,15 +29,11 @@ from mmdet.utils import register_all_modules
 from mmengine.logging import MMLogger
 from torch.profiler import ProfilerActivity, profile
 
-# Operator name (after 'aten::') -> kind. A name not listed that names a convolution (see
-# kind_of: e.g. the CPU's _slow_conv2d_forward / _slow_conv2d_backward, which torch uses where
-# oneDNN does not run, or the depth-wise kernels) counts as one; anything else is 'other'.
+# Operator name (after 'aten::') -> kind, for all but the convolutions, which kind_of tells by
+# name (mkldnn_convolution, cudnn_convolution, convolution_backward, the CPU's
+# _slow_conv2d_forward / _slow_conv2d_backward where oneDNN does not run, the depth-wise
+# kernels). Anything else is 'other'.
 KINDS: Dict[str, str] = {
-    'mkldnn_convolution': 'convolution forward',
-    'cudnn_convolution': 'convolution forward',
-    '_slow_conv2d_forward': 'convolution forward',
-    'convolution_backward': 'convolution backward',
-    '_slow_conv2d_backward': 'convolution backward',
     'native_batch_norm': 'normalisation',
     'native_batch_norm_backward': 'normalisation',
     'native_group_norm': 'normalisation',
@@ -81,7 +77,7 @@ def kind_of(op: str) -> str:
     """The kind of an aten operator (its name without ``aten::``)."""
     if op in KINDS:
         return KINDS[op]
-    if 'conv' in op and 'convert' not in op:  # _slow_conv2d_*, thnn_conv*, conv_depthwise2d...
+    if 'conv' in op and 'convert' not in op:  # every convolution kernel (see KINDS)
         return 'convolution backward' if 'backward' in op else 'convolution forward'
     return 'other'
 
