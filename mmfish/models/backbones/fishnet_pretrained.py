@@ -23,7 +23,17 @@ the fix that the missing-file and mismatch messages print.
 
 import os
 import re
-from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 if TYPE_CHECKING:
     from .fishnet import FishNet
@@ -180,7 +190,7 @@ def missing_checkpoint_message(model: 'FishNet', path: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the load check
-def block_counts(mmfish_keys: Sequence[str]) -> Dict[str, object]:
+def block_counts(mmfish_keys: Iterable[str]) -> Dict[str, object]:
     """Block counts in the layout of ``FishNet.arch_settings``, read from mmfish key names."""
     found: Dict[str, int] = {}
     for key in mmfish_keys:
@@ -296,7 +306,7 @@ def check_pretrained(
     if not (other_variant or missing or unexpected or wrong):
         return
 
-    holds = recorded or variant_of_counts(block_counts(list(filled)), model.arch_settings)
+    holds = recorded or variant_of_counts(block_counts(filled), model.arch_settings)
     if recorded is not None:
         what = (
             f'it holds FishNet {recorded!r} weights (its meta: converted from '
