@@ -14,7 +14,8 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from mmfish.testing import ROOT
+
 README = osp.join(ROOT, 'README.md')
 SETUP_SCRIPT = osp.join(ROOT, 'tools', 'setup_env.sh')
 CHECKED_ROOTS = ('mmfish/', 'tools/', 'configs/')

@@ -1,6 +1,7 @@
 """What a user meets on the command line: --help everywhere, one-line errors before anything is
 written, no foreign warnings, and the small tool fixes (benchmark, profiler, mmcv check)."""
 
+import glob
 import json
 import os
 import os.path as osp
@@ -10,7 +11,8 @@ from typing import Callable, Dict, List
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CONFIG, import_tool
+
+from mmfish.testing import ROOT, TINY_CONFIG, import_tool
 
 COCO_CONFIG = osp.join(ROOT, 'configs', 'mask_rcnn_fishnet150_fpn_1x_coco.py')
 PKG_RESOURCES_WARNING = 'pkg_resources is deprecated'
@@ -207,6 +209,35 @@ def test_test_refuses_a_missing_checkpoint(
     assert os.listdir(tmp_path) == []
 
 
+# ------------------------------------------------------- bad backbone arguments fail at the build
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'option, expected',
+    [
+        ('model.backbone.arch=fishnet50', "Unknown FishNet arch 'fishnet50'"),
+        ('model.backbone.out_indices=(12,)', '12 is not a feature index; valid are 0..10'),
+        ('model.backbone.frozen_stages=20', 'frozen_stages must be an int in [-1, 10]'),
+        ('model.backbone.depht=50', "unexpected keyword argument 'depht'"),
+    ],
+    ids=['arch', 'out_indices', 'frozen_stages', 'unknown-kwarg'],
+)
+def test_bad_backbone_argument_fails_at_build(
+    tmp_path, tiny_shapes: str, data_opts: Callable, run_tool: Callable, option: str, expected: str
+) -> None:
+    work = str(tmp_path / 'work')
+    proc = run_tool(
+        'train.py', TINY_CONFIG, '--work-dir', work, '--cfg-options', *data_opts(tiny_shapes),
+        option,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert expected in last_line, proc.stderr[-2000:]
+    # raised by FishNet's constructor, or by Python calling it
+    assert 'mmfish/models/backbones/fishnet.py' in proc.stderr or 'FishNet.__init__()' in last_line
+    assert 'Epoch(train)' not in proc.stdout + proc.stderr
+    assert not glob.glob(osp.join(work, '*.pth'))
+
+
 @pytest.mark.slow  # about 20 s: a tiny detector tested with flip TTA
 def test_tta_runs_on_a_detector_without_mask_head(
     run_tool: Callable, tiny_shapes: str, data_opts: Callable, tmp_path
@@ -230,41 +261,6 @@ def test_tta_runs_on_a_detector_without_mask_head(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'bbox_mAP_copypaste' in proc.stdout + proc.stderr
-
-
-# ------------------------------------------------------------------------------ tools' details
-def test_benchmark_no_memory_says_nothing_about_memory(capsys):
-    benchmark = import_tool('analysis_tools', 'benchmark_backbone')
-    benchmark.main(
-        [
-            '--shapes', '32x32', '--batch', '1', '--repeat', '1', '--warmup', '0',
-            '--threads', '1', '--models', 'fishnet99', '--modes', 'fwd',
-            '--memory-format', 'contiguous', '--no-memory', '--no-flops',
-        ]
-    )  # fmt: skip
-    out, err = capsys.readouterr()
-    assert '| fishnet99 |' in out
-    assert 'Memory:' not in out and 'peak MiB' not in out and 'peak memory' not in err
-    assert 'peak RSS' in benchmark.memory_method(torch.device('cpu'), no_memory=False)
-
-
-def test_profiler_counts_every_cpu_convolution_kernel_as_convolution():
-    profile_backbone = import_tool('analysis_tools', 'profile_backbone')
-    from torch.profiler import ProfilerActivity, profile
-
-    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
-    x = torch.randn(1, 4, 8, 8, requires_grad=True)
-    with torch.backends.mkldnn.flags(enabled=False):  # torch's own kernels: _slow_conv2d_*
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            conv(x).sum().backward()
-    names = {e.key[len('aten::') :] for e in prof.key_averages() if e.key.startswith('aten::')}
-    assert {'_slow_conv2d_forward', '_slow_conv2d_backward'} <= names
-    kinds = {name: profile_backbone.kind_of(name) for name in names if 'conv' in name}
-    assert 'other' not in kinds.values(), kinds
-    assert kinds['_slow_conv2d_forward'] == 'convolution forward'
-    assert kinds['_slow_conv2d_backward'] == 'convolution backward'
-    assert profile_backbone.kind_of('thnn_conv_depthwise2d_backward') == 'convolution backward'
-    assert profile_backbone.kind_of('_to_copy') == 'other'  # not everything is a convolution
 
 
 # ---------------------------------------------------------------- mmcv's CUDA ops in the set-up

@@ -17,13 +17,10 @@ from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
-import test_converter
 import torch
-from conftest import TINY_CONFIG
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
-from test_converter import ROOT
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fishnet_pretrained import (
@@ -32,6 +29,7 @@ from mmfish.models.backbones.fishnet_pretrained import (
     PretrainedMismatchError,
 )
 from mmfish.models.fishnet_converter import convert_checkpoint
+from mmfish.testing import ROOT, TINY_CONFIG
 
 register_all_modules()
 
@@ -42,9 +40,6 @@ PRETRAINED_CONFIGS = sorted(
     for pattern in ('configs/*_fishnet*_fpn_1x_coco.py', 'configs/segmentation/*_fishnet*.py')
     for path in glob.glob(osp.join(ROOT, pattern))
 )
-
-
-source_files = test_converter.source_files  # the converter tests' authors'-format files
 
 
 @pytest.fixture(scope='module')
