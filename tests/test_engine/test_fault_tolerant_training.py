@@ -1,4 +1,4 @@
-"""Training that survives faults: preemption and kills at any moment, resumed exactly.
+"""Training that survives faults: preemption, kills at any moment, bad arguments.
 
 Exact resume. mmengine 0.10.7 saves model, optimizer, schedulers, message hub and the epoch /
 iteration in a checkpoint, but no random states: a resumed run re-seeds the generators at
@@ -337,7 +337,36 @@ def test_chaos_sigkill_at_random_moments_then_resume_equals_uninterrupted(
     assert _metrics(_scalars(work, newest_only=True)) == _metrics(_scalars(ref_dir)), why
 
 
-# ------------------------------------------------------------------------ 2. the random states
+# ------------------------------------------------------------------ 2. bad backbone arguments
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'option, expected',
+    [
+        ('model.backbone.arch=fishnet50', "Unknown FishNet arch 'fishnet50'"),
+        ('model.backbone.out_indices=(12,)', '12 is not a feature index; valid are 0..10'),
+        ('model.backbone.frozen_stages=20', 'frozen_stages must be an int in [-1, 10]'),
+        ('model.backbone.depht=50', "unexpected keyword argument 'depht'"),
+    ],
+    ids=['arch', 'out_indices', 'frozen_stages', 'unknown-kwarg'],
+)
+def test_bad_backbone_argument_fails_at_build(
+    tmp_path, tiny_shapes: str, data_opts: Callable, run_tool: Callable, option: str, expected: str
+) -> None:
+    work = str(tmp_path / 'work')
+    proc = run_tool(
+        'train.py', TINY_CONFIG, '--work-dir', work, '--cfg-options', *data_opts(tiny_shapes),
+        option,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert expected in last_line, proc.stderr[-2000:]
+    # raised by FishNet's constructor, or by Python calling it
+    assert 'mmfish/models/backbones/fishnet.py' in proc.stderr or 'FishNet.__init__()' in last_line
+    assert 'Epoch(train)' not in _output(proc)
+    assert not glob.glob(osp.join(work, '*.pth'))
+
+
+# ------------------------------------------------------------------------ 3. the random states
 def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path) -> None:
     from mmfish.engine.runner import get_rng_states, preserved_rng_states, set_rng_states
 
