@@ -1,5 +1,5 @@
 # Mask R-CNN, FishNeXt-150 + FPN, 1x schedule, COCO 2017: the FishNet-150 config with the grouped
-# residual blocks of FishNeXt-150 (README, "FishNeXt"). No ImageNet weights exist for FishNeXt
+# residual blocks of FishNeXt-150 (docs/backbone.md, "FishNeXt"). No ImageNet weights exist for FishNeXt
 # (the authors published none), so its backbone trains from scratch here: nothing frozen, norms
 # in train mode. Expect far less than an ImageNet-initialised backbone gives on a 1x schedule
 # (mmdet's from-scratch baselines train 6x, with GN); pass init_cfg to start from weights of
