@@ -34,8 +34,8 @@ run print that line too). Named in ``--configs``, such a config runs, with a war
 its ``checkpoints/`` file converted from weights of your own.
 
 Run it from the repository root: the configs read ``data/coco/`` and
-``checkpoints/fishnet*_in1k_mmfish.pth`` relative to the working directory (README, "ImageNet
-weights"). The configs' batch is 16 images (8 GPUs x 2); on another number of GPUs add
+``checkpoints/fishnet*_in1k_mmfish.pth`` relative to the working directory (docs/weights.md).
+The configs' batch is 16 images (8 GPUs x 2); on another number of GPUs add
 ``--train-args=--auto-scale-lr``.
 
 Environment: GPUS and PARTITION are the defaults of ``--gpus`` and ``--partition``; PYTHON is
@@ -282,7 +282,7 @@ def benchmark(args: argparse.Namespace) -> int:
         if problem:
             print(
                 f'coco_benchmark: warning: {run.name}: {problem}; it starts only from its '
-                'checkpoints/ file converted from weights of your own (README, "ImageNet weights")',
+                'checkpoints/ file converted from weights of your own (docs/weights.md)',
                 file=sys.stderr,
                 flush=True,
             )
