@@ -29,8 +29,7 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from mmfish.utils.errors import UserInputError
-from mmfish.utils.misc import listing
+from mmfish.utils.errors import UserInputError, listing
 
 from .variants import (
     CONVERTER,

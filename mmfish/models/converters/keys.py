@@ -34,7 +34,7 @@ import torch
 
 from mmfish.models.backbones.fishnet import NORM_STATE, FishNet
 from mmfish.models.backbones.variants import ARCH_SETTINGS
-from mmfish.utils.misc import listing
+from mmfish.utils.errors import listing
 
 MAX_LISTED = 20  # keys listed in full in an error message
 
