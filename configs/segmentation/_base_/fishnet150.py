@@ -5,15 +5,15 @@
 custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
 
 # tools/model_converters/fishnet2mmdet.py writes this file from the authors' ImageNet checkpoint
-# (README, "ImageNet weights"); --cfg-options model.backbone.init_cfg=None trains from scratch.
+# (docs/weights.md); --cfg-options model.backbone.init_cfg=None trains from scratch.
 pretrained = 'checkpoints/fishnet150_in1k_mmfish.pth'
 fishnet_backbone = dict(
     _delete_=True,  # replaces mmseg's ResNet-50 settings
     type='FishNet',
     arch='fishnet150',
     # the body's three features, strides 4, 8, 16 (the head is not built): measured on the
-    # shapes data against the head's features and the detection pyramid (README, "Which
-    # features feed the decoder")
+    # shapes data against the head's features and the detection pyramid (docs/segmentation.md,
+    # "Which features feed the decoder")
     out_indices=(7, 6, 5),
     out_norm=True,
     frozen_stages=-1,  # as mmseg's ResNet configs: nothing frozen, norms trained
