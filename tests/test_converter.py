@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from mmfish.models import FishNet
-from mmfish.models.fishnet_converter import (
+from mmfish.models.converters import (
     ArchMismatchError,
     CheckpointReadError,
     FishNetConversionError,
@@ -32,12 +32,12 @@ from mmfish.models.fishnet_converter import (
     NotFishNetCheckpointError,
     ShapeMismatchError,
     UnplacedKeyError,
-    convert,
     convert_checkpoint,
     detect_arch,
     load_reference_checkpoint,
     map_key,
 )
+from mmfish.models.converters.convert import convert
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / 'tests' / 'fixtures' / 'reference'

@@ -31,7 +31,8 @@ from test_converter import (
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fishnet import CONSUMER_NORMS
-from mmfish.models.fishnet_converter import convert, convert_checkpoint, map_key
+from mmfish.models.converters import convert_checkpoint, map_key
+from mmfish.models.converters.convert import convert
 
 MAX_RELATIVE_ERROR = 1e-5
 BN_EPS = 1e-5

@@ -16,11 +16,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
+from mmfish.utils.errors import UserInputError
+
 SKIP_ENV = 'MMFISH_SKIP_DATA_CHECKS'
 MAX_LISTED = 5
 
 
-class DataCheckError(ValueError):
+class DataCheckError(UserInputError):
     """A dataset file is missing, unreadable or inconsistent."""
 
 

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmfish.models import FishNet
-from mmfish.models.fishnet_converter import strip_module_prefix
+from mmfish.models.converters import strip_module_prefix
 from mmfish.utils.paths import checkpoint_exists
 
 NUM_FEATURES = 11

@@ -40,34 +40,10 @@ from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
 from mmfish.registry import HOOKS
+from mmfish.utils.io import TMP_MARK, replace_durably, temporary_path, write_text_atomically
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "temporary failure, try again"
 RESUME_STATE_KEY = 'resume_state'
-TMP_MARK = '.tmp-mmfish-'
-
-
-def fsync_path(path: str) -> None:
-    """Flush a file's or a directory's content to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_durably(tmp_path: str, path: str) -> None:
-    """Make a fully written ``tmp_path`` durable, then rename it to ``path`` (atomic)."""
-    fsync_path(tmp_path)
-    os.replace(tmp_path, path)
-    fsync_path(osp.dirname(osp.abspath(path)))
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Replace the file ``path`` by ``text``: readers see the old content or the new, never less."""
-    tmp_path = osp.join(osp.dirname(path), f'{TMP_MARK}{osp.basename(path)}.{os.getpid()}')
-    with open(tmp_path, 'w') as f:
-        f.write(text)
-    replace_durably(tmp_path, path)
 
 
 class TrainingPreempted(SystemExit):
@@ -222,11 +198,11 @@ class FaultTolerantCheckpointHook(CheckpointHook):
             self._gathered_states = all_gather_object(loop.get_train_state())
         self.last_ckpt = osp.join(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        tmp_name = f'{TMP_MARK}{filename}.{os.getpid()}'
+        tmp_path = temporary_path(self.last_ckpt)
         try:
             runner.save_checkpoint(
                 self.out_dir,
-                tmp_name,
+                osp.basename(tmp_path),
                 self.file_client_args,
                 save_optimizer=self.save_optimizer,
                 save_param_scheduler=self.save_param_scheduler,
@@ -239,5 +215,5 @@ class FaultTolerantCheckpointHook(CheckpointHook):
             self._gathered_states = None
         if not is_main_process():
             return
-        replace_durably(osp.join(self.out_dir, tmp_name), self.last_ckpt)
+        replace_durably(tmp_path, self.last_ckpt)
         write_text_atomically(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
