@@ -40,6 +40,7 @@ from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
 from mmfish.registry import HOOKS
+from mmfish.utils.mim import tool_command
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "temporary failure, try again"
 RESUME_STATE_KEY = 'resume_state'
@@ -155,7 +156,8 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         # else: after_train_iter has just saved this iteration
         runner.logger.warning(
             f'SIGTERM received: checkpoint of iteration {step} saved in {self.out_dir}; exiting '
-            f'with status {PREEMPTED_EXIT_CODE}. Continue with tools/train.py ... --resume'
+            f'with status {PREEMPTED_EXIT_CODE}. Continue with {tool_command("train.py")} ... '
+            '--resume'
         )
         raise TrainingPreempted()
 

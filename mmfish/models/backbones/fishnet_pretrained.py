@@ -35,10 +35,12 @@ from typing import (
     Tuple,
 )
 
+from mmfish.utils.mim import config_reference, tool_command
+
 if TYPE_CHECKING:
     from .fishnet import FishNet
 
-CONVERTER = 'tools/model_converters/fishnet2mmdet.py'
+CONVERTER = tool_command('model_converters/fishnet2mmdet.py')  # the command, for this install
 SHOWN_KEYS = 5  # keys listed per kind in a mismatch message
 
 
@@ -99,7 +101,7 @@ NO_PUBLISHED_WEIGHTS: Dict[str, str] = {
         'converter refuses (it cannot be mapped exactly; README, "ImageNet weights"), no plain '
         'fishnet201_ckpt.tar, and pytorchcv has no FishNet-201 weights. The converter does read '
         "a FishNet-201 checkpoint in the authors' reference layout (e.g. one you trained with "
-        f'their code): `python {CONVERTER} SOURCE {{path}} --arch fishnet201`.'
+        f'their code): `{CONVERTER} SOURCE {{path}} --arch fishnet201`.'
     ),
     'fishnext150': (
         'No FishNeXt-150 ImageNet weights exist (the authors published none; README, '
@@ -109,7 +111,7 @@ NO_PUBLISHED_WEIGHTS: Dict[str, str] = {
 # The authors' variants: the converter's, and each has a from-scratch recipe (README, "Training
 # from scratch"). FishNeXt-150 has FishNet-150's block counts.
 ARCHS: Tuple[str, ...] = ('fishnet99', 'fishnet150', 'fishnet201')
-SCRATCH_CONFIG = 'configs/mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py'
+SCRATCH_CONFIG = config_reference('mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py')
 # Converted by mmfish: the meta keys the converter writes beside the variant.
 _CONVERTER_META = ('arch', 'layout', 'source')
 _STAGED = ('tail', 'body', 'head', 'out_norms')
@@ -146,7 +148,7 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
     text = (
         f'Convert {first.file} ({first.source}, {first.top1}% ImageNet top-1'
         + ('; the file this path names' if named else '')
-        + f'): `python {CONVERTER} {first.file} {path} --arch {arch}`.'
+        + f'): `{CONVERTER} {first.file} {path} --arch {arch}`.'
     )
     if others:
         listed = '; '.join(
@@ -334,7 +336,7 @@ def check_pretrained(
         )
     if any(k.startswith(('fish.fish.', 'features.', 'conv1.')) for k in unexpected):
         hints.append(
-            f'Its keys are not mmfish names: convert the file first with `python {CONVERTER} '
+            f'Its keys are not mmfish names: convert the file first with `{CONVERTER} '
             f'SOURCE DEST --arch {variant or "fishnetXX"}`.'
         )
     if missing and all(k.startswith('score.') for k in missing):
