@@ -169,11 +169,13 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         states = self._gathered_states or [loop.get_train_state()]
         meta = checkpoint['meta']
         batches_done = meta['iter'] - meta['epoch'] * len(loop.dataloader)
+        # a DataLoader given a batch_sampler (mmdet's AspectRatioBatchSampler) has batch_size None
+        batch_size = loop.dataloader.batch_size or loop.dataloader.batch_sampler.batch_size
         checkpoint[RESUME_STATE_KEY] = dict(
             processes=states,
             epoch=meta['epoch'],
             batches_done=batches_done,
-            samples_done=batches_done * loop.dataloader.batch_size * len(states),
+            samples_done=batches_done * batch_size * len(states),
         )
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
