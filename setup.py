@@ -89,6 +89,7 @@ setup(
         'mmengine>=0.10.0,<0.11',
         'mmdet>=3.3.0,<3.4',
         'pycocotools>=2.0.7',
+        'pyyaml',  # mmfish.utils.mim reads the model index (mmengine requires it too)
         'setuptools<82',
     ],
     extras_require={'tests': ['pytest>=7', 'ruff==0.8.6']},

@@ -125,9 +125,11 @@ def test_setup_installs_every_console_command():
 def test_a_command_runs_its_tool_under_its_own_name(monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', ['mmfish-train'])
     monkeypatch.setattr(sys, 'path', list(sys.path))
+    caller = sys.modules['__main__']
     with pytest.raises(SystemExit) as stop:
         tools_entry.run_tool('mmfish-train', ['--help'])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith('usage: mmfish-train ') and '--resume' in out
-    assert sys.modules['__main__'] is not None and sys.argv[0] == 'mmfish-train'
+    assert out.startswith('usage: mmfish-train ') and '--resume' in out  # tools/train.py's
+    assert sys.modules['__main__'] is caller  # the tool ran as __main__, then gave it back
+    assert sys.path[0] == osp.join(ROOT, 'tools')  # as `python tools/train.py` has it

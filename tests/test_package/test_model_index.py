@@ -85,4 +85,4 @@ def test_entries_describe_their_configs():
         expected = generator.describe(config, Config.fromfile(osp.join(ROOT, config)))
         for entry in (expected, model):
             entry['Metadata'] = {k: v for k, v in entry['Metadata'].items() if k not in FIGURES}
-        assert model == expected, config
+        assert model == expected, f'{config}: rerun python tools/dev/model_index.py'
