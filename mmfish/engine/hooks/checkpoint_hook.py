@@ -41,6 +41,7 @@ from mmengine.hooks import CheckpointHook
 
 from mmfish.registry import HOOKS
 from mmfish.utils.io import TMP_MARK, replace_durably, temporary_path, write_text_atomically
+from mmfish.utils.mim import tool_command
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "temporary failure, try again"
 RESUME_STATE_KEY = 'resume_state'
@@ -131,7 +132,8 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         # else: after_train_iter has just saved this iteration
         runner.logger.warning(
             f'SIGTERM received: checkpoint of iteration {step} saved in {self.out_dir}; exiting '
-            f'with status {PREEMPTED_EXIT_CODE}. Continue with tools/train.py ... --resume'
+            f'with status {PREEMPTED_EXIT_CODE}. Continue with {tool_command("train.py")} ... '
+            '--resume'
         )
         raise TrainingPreempted()
 
@@ -143,11 +145,13 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         states = self._gathered_states or [loop.get_train_state()]
         meta = checkpoint['meta']
         batches_done = meta['iter'] - meta['epoch'] * len(loop.dataloader)
+        # a DataLoader given a batch_sampler (mmdet's AspectRatioBatchSampler) has batch_size None
+        batch_size = loop.dataloader.batch_size or loop.dataloader.batch_sampler.batch_size
         checkpoint[RESUME_STATE_KEY] = dict(
             processes=states,
             epoch=meta['epoch'],
             batches_done=batches_done,
-            samples_done=batches_done * loop.dataloader.batch_size * len(states),
+            samples_done=batches_done * batch_size * len(states),
         )
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -37,6 +37,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.models.layers.memory_format import to_nchw
 from mmfish.registry import register_model
+from mmfish.utils.mim import tool_command
 from mmfish.utils.paths import checkpoint_exists
 from mmfish.utils.typing import ConfigType, OptConfigType, OptMultiConfig
 
@@ -590,7 +591,7 @@ class FishNet(BaseModule):
                 f'{[CONSUMER_NORMS[i] for i in missing]}), so their out norms keep their '
                 'initial statistics (mean 0, variance 1): under norm_eval they stay the '
                 "identity. Convert the authors' checkpoint again with "
-                'tools/model_converters/fishnet2mmdet.py, which writes them '
+                f'{tool_command("model_converters/fishnet2mmdet.py")}, which writes them '
                 '(README, "ImageNet weights").',
                 stacklevel=2,
             )

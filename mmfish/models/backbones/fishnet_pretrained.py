@@ -30,6 +30,7 @@ from collections import OrderedDict
 from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from mmfish.utils.errors import UserInputError, listing
+from mmfish.utils.mim import config_reference
 
 from .variants import (
     CONVERTER,
@@ -42,7 +43,7 @@ from .variants import (
 )
 
 SHOWN_KEYS = 5  # keys listed per kind in a mismatch message
-SCRATCH_CONFIG = 'configs/mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py'
+SCRATCH_CONFIG = config_reference('mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py')
 # Converted by mmfish: the meta keys the converter writes beside the variant.
 _CONVERTER_META = ('arch', 'layout', 'source')
 _STAGED = ('tail', 'body', 'head', 'out_norms')
@@ -97,7 +98,7 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
     text = (
         f'Convert {first.file} ({first.source}, {first.top1}% ImageNet top-1'
         + ('; the file this path names' if named else '')
-        + f'): `python {CONVERTER} {first.file} {path} --arch {arch}`.'
+        + f'): `{CONVERTER} {first.file} {path} --arch {arch}`.'
     )
     if others:
         listed = '; '.join(
@@ -259,7 +260,7 @@ def check_pretrained(
         )
     if any(k.startswith(('fish.fish.', 'features.', 'conv1.')) for k in unexpected):
         hints.append(
-            f'Its keys are not mmfish names: convert the file first with `python {CONVERTER} '
+            f'Its keys are not mmfish names: convert the file first with `{CONVERTER} '
             f'SOURCE DEST --arch {variant or "fishnetXX"}`.'
         )
     if missing and all(k.startswith('score.') for k in missing):

@@ -15,6 +15,8 @@ channels (:data:`REFERENCE_CHANNELS` by default) and its grouped bottleneck (``g
 import re
 from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
+from mmfish.utils.mim import tool_command
+
 # The authors' variants (github kevin-ssy/FishNet): the reference code's, which the converter
 # reads and each of which has a from-scratch recipe.
 REFERENCE_ARCH_SETTINGS: Dict[str, dict] = {
@@ -67,7 +69,7 @@ REFERENCE_CHANNELS = dict(
 PLAIN_BOTTLENECK = dict(groups=1, group_width=None)
 
 # The tool that converts published files to mmfish's names, as the messages name it.
-CONVERTER = 'tools/model_converters/fishnet2mmdet.py'
+CONVERTER = tool_command('model_converters/fishnet2mmdet.py')  # the command, for this install
 
 
 class ImageNetWeights(NamedTuple):
@@ -127,7 +129,7 @@ NO_PUBLISHED_WEIGHTS: Dict[str, str] = {
         'converter refuses (it cannot be mapped exactly; README, "ImageNet weights"), no plain '
         'fishnet201_ckpt.tar, and pytorchcv has no FishNet-201 weights. The converter does read '
         "a FishNet-201 checkpoint in the authors' reference layout (e.g. one you trained with "
-        f'their code): `python {CONVERTER} SOURCE {{path}} --arch fishnet201`.'
+        f'their code): `{CONVERTER} SOURCE {{path}} --arch fishnet201`.'
     ),
     'fishnext150': (
         'No FishNeXt-150 ImageNet weights exist (the authors published none; README, '
