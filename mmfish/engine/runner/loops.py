@@ -21,8 +21,10 @@ computes exactly what the uninterrupted one would have. What it takes:
 - **Every draw in its place.** Creating a data loader iterator draws a seed from torch's global
   generator: at an epoch's start the states are restored before the iterator is created (as the
   uninterrupted run had them there), in the middle of an epoch after the batches already trained
-  on are loaded again. The iteration-based loop creates its first iterator at its first batch,
-  not when it is built, so that a resumed run can still correct the sampler's seed.
+  on are loaded again. The iteration-based loop creates its first iterator when it is built, as
+  mmengine's does (so that a run draws the same random numbers as under mmengine's loop), but
+  for data-loading workers, which would take the sampler's first indices and their seeds at once:
+  then at its first batch, after a resumed run has set the checkpoint's seeds.
 - **Validation aside.** Validation runs with the training's random states put aside and restored
   after (:func:`~mmfish.engine.runner.random_state.preserved_rng_states`), so that it changes
   nothing for the training that follows.
@@ -228,9 +230,9 @@ class _Batches:
     """The training batches, pass after pass over the data, and where they are.
 
     mmengine's ``_InfiniteDataloaderIterator`` (a new data loader iterator, with the sampler's
-    epoch advanced, whenever one pass ends; 2 s pause included) plus: the iterator is created at
-    the first batch, and the position is kept (:attr:`epoch`, the pass; :attr:`batches`, the
-    batches taken in it).
+    epoch advanced, whenever one pass ends) plus: the first iterator is created by :meth:`start`
+    or at the first batch, and the position is kept (:attr:`epoch`, the pass; :attr:`batches`,
+    the batches taken in it).
     """
 
     def __init__(self, dataloader: DataLoader, epoch: int = 0) -> None:
@@ -244,16 +246,21 @@ class _Batches:
     def __iter__(self) -> '_Batches':
         return self
 
+    def start(self) -> None:
+        """Create the data loader iterator of this pass now (it draws a seed from torch's)."""
+        self._iterator = iter(self.dataloader)
+
     def __next__(self) -> Any:
         if self._iterator is None:
-            self._iterator = iter(self.dataloader)
+            self.start()
         try:
             batch = next(self._iterator)
         except StopIteration:
             self.epoch += 1
             self.batches = 0
             _set_sampler_epoch(self.dataloader, self.epoch)
-            time.sleep(2)  # mmengine's pause against a deadlock at the turn of an epoch
+            if self.dataloader.num_workers > 0:
+                time.sleep(2)  # mmengine's pause against a deadlock of workers between passes
             self._iterator = iter(self.dataloader)
             batch = next(self._iterator)
         self.batches += 1
@@ -281,8 +288,8 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
         dynamic_intervals: Optional[List[Tuple[int, int]]] = None,
     ) -> None:
         # IterBasedTrainLoop.__init__ (mmengine 0.10.7) but for its data iterator, which it
-        # creates at once: a multi-worker one would take indices from an InfiniteSampler before
-        # a resumed run could set the checkpoint's seed.
+        # creates at once: one with workers would take indices from an InfiniteSampler, and seed
+        # its workers, before a resumed run could set the checkpoint's seeds.
         BaseLoop.__init__(self, runner, dataloader)
         self._max_iters = int(max_iters)
         if self._max_iters != max_iters:
@@ -299,6 +306,8 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
             self.val_interval, dynamic_intervals
         )
         self.dataloader_iterator = _Batches(self.dataloader)
+        if self.dataloader.num_workers == 0:
+            self.dataloader_iterator.start()  # now, as mmengine's loop: the same random draws
 
     def get_train_state(self) -> Dict[str, Any]:
         """:meth:`_ResumableLoop.get_train_state` plus the data loader's position (``data``)."""
