@@ -289,7 +289,8 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
     ) -> None:
         # IterBasedTrainLoop.__init__ (mmengine 0.10.7) but for its data iterator, which it
         # creates at once: one with workers would take indices from an InfiniteSampler, and seed
-        # its workers, before a resumed run could set the checkpoint's seeds.
+        # its workers, before a resumed run could set the checkpoint's seeds (and, replaced,
+        # would close the sampler's index stream, which all its iterators share).
         BaseLoop.__init__(self, runner, dataloader)
         self._max_iters = int(max_iters)
         if self._max_iters != max_iters:
