@@ -24,7 +24,7 @@ add its package name to :data:`TOOLBOXES`.
 """
 
 import importlib
-from typing import Any, List, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
 
 import mmdet.registry as mmdet_registry
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -62,7 +62,8 @@ TASK_UTILS = _child(mmdet_registry.TASK_UTILS)
 VISUALIZERS = _child(mmdet_registry.VISUALIZERS)
 VISBACKENDS = _child(mmdet_registry.VISBACKENDS)
 LOG_PROCESSORS = _child(mmdet_registry.LOG_PROCESSORS)
-_OWN = {
+# mmfish's registries by kind (the names of mmdet's and mmseg's registries)
+REGISTRIES: Dict[str, Registry] = {
     'RUNNERS': RUNNERS,
     'RUNNER_CONSTRUCTORS': RUNNER_CONSTRUCTORS,
     'LOOPS': LOOPS,
@@ -115,14 +116,14 @@ class Registrar:
     """
 
     def __init__(self, kind: str, *extra: Registry) -> None:
-        if kind not in _OWN:
-            raise KeyError(f'{kind!r} is not a registry of mmdet; one of {sorted(_OWN)}')
+        if kind not in REGISTRIES:
+            raise KeyError(f'{kind!r} is not a registry of mmdet; one of {sorted(REGISTRIES)}')
         self.kind = kind
         self.extra = extra
 
     def registries(self) -> List[Registry]:
         """mmfish's registry of this kind, each served toolbox's (if it has one), the extra."""
-        found = [_OWN[self.kind]]
+        found = [REGISTRIES[self.kind]]
         for name in served_toolboxes():
             registry = getattr(importlib.import_module(f'{name}.registry'), self.kind, None)
             if isinstance(registry, Registry):
@@ -158,6 +159,7 @@ __all__ = [
     'OPTIM_WRAPPERS',
     'OPTIM_WRAPPER_CONSTRUCTORS',
     'PARAM_SCHEDULERS',
+    'REGISTRIES',
     'RUNNERS',
     'RUNNER_CONSTRUCTORS',
     'Registrar',
