@@ -61,32 +61,36 @@ class _Interrupt(Hook):
             raise RuntimeError('interrupted')
 
 
-def _runner(work_dir: str, data_root: str, resume: bool = False) -> Runner:
+@pytest.fixture(scope='module')
+def tiny_seg_cfg(seg_shapes: str) -> Config:
     """8 iterations, a checkpoint every 4, no validation; a sampler with passes of 4 batches."""
     cfg = Config.fromfile(TINY_SEG_CONFIG)
-    cfg.train_dataloader.dataset.data_root = data_root
+    cfg.train_dataloader.dataset.data_root = seg_shapes
     cfg.train_dataloader.sampler.type = 'DefaultSampler'
     for stage in ('val', 'test'):
         cfg.update({f'{stage}_dataloader': None, f'{stage}_cfg': None, f'{stage}_evaluator': None})
     cfg.train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=8)
     cfg.param_scheduler[1].end = 8
     cfg.default_hooks.checkpoint.interval = 4
-    cfg.update(work_dir=work_dir, resume=resume, log_level='WARNING')
-    return Runner.from_cfg(cfg)
+    cfg.log_level = 'WARNING'
+    return cfg
 
 
-def test_resume_at_the_end_of_a_pass_equals_uninterrupted(tmp_path, seg_shapes: str) -> None:
+def test_resume_at_the_end_of_a_pass_equals_uninterrupted(tmp_path, tiny_seg_cfg: Config) -> None:
+    def runner(work_dir: str, resume: bool = False) -> Runner:
+        return Runner.from_cfg(Config(dict(tiny_seg_cfg, work_dir=work_dir, resume=resume)))
+
     ref = str(tmp_path / 'ref')
-    _runner(ref, seg_shapes).train()
+    runner(ref).train()
     work = str(tmp_path / 'work')
-    stopped = _runner(work, seg_shapes)
+    stopped = runner(work)
     stopped.register_hook(_Interrupt())
     with pytest.raises(RuntimeError, match='interrupted'):
         stopped.train()
     checkpoint = torch.load(osp.join(work, 'iter_4.pth'))
     assert checkpoint['resume_state']['processes'][0]['data'] == dict(epoch=0, batches=4)
 
-    _runner(work, seg_shapes, resume=True).train()
+    runner(work, resume=True).train()
     final = _weights(osp.join(work, 'iter_8.pth'))
     assert not _differing(final, _weights(osp.join(ref, 'iter_8.pth')))
 
@@ -95,7 +99,7 @@ def test_resume_at_the_end_of_a_pass_equals_uninterrupted(tmp_path, seg_shapes: 
     torch.save(checkpoint, osp.join(work, 'iter_4.pth'))
     with open(osp.join(work, 'last_checkpoint'), 'w') as f:
         f.write(osp.join(work, 'iter_4.pth'))
-    _runner(work, seg_shapes, resume=True).train()
+    runner(work, resume=True).train()
     assert _differing(_weights(osp.join(work, 'iter_8.pth')), final)
 
 
