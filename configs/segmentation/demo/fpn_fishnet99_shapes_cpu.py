@@ -50,7 +50,12 @@ model = dict(
     ),
 )
 
+# `_scope_='mmseg'` (here, on the evaluator and on the visualization hook): mmseg's classes named
+# in this file rather than in an mmseg base stay mmseg's when the file is a base loaded as
+# mmfish::segmentation/demo/... (mmengine gives the dicts of such a base mmfish's scope, whose
+# registries hold mmfish's, mmdet's and mmengine's classes)
 dataset_common = dict(
+    _scope_='mmseg',
     type='BaseSegDataset',
     data_root=data_root,
     metainfo=metainfo,
@@ -98,7 +103,7 @@ val_dataloader = dict(
     ),
 )
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+val_evaluator = dict(_scope_='mmseg', type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 max_iters = 1800
@@ -127,7 +132,7 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # GT (left) beside the prediction (right) for every 5th val batch, at each evaluation, under
     # <work_dir>/<timestamp>/vis_data/vis_image/
-    visualization=dict(type='SegVisualizationHook', draw=True, interval=5),
+    visualization=dict(_scope_='mmseg', type='SegVisualizationHook', draw=True, interval=5),
 )
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0, deterministic=False)
