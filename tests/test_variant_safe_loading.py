@@ -164,9 +164,9 @@ def test_missing_file_message_names_the_configs_own_source(config, tmp_path, mon
 
 
 def test_published_weights_are_the_readmes_table():
-    """``PUBLISHED_WEIGHTS`` (what the messages name) and README "Which file to start from"."""
+    """``PUBLISHED_WEIGHTS`` (what the messages name) and the README's "ImageNet weights" table."""
     readme = open(osp.join(ROOT, 'README.md')).read()
-    table = readme.split('### Which file to start from', 1)[1].split('\n\n')[1]
+    table = readme.split('\n## ImageNet weights', 1)[1].split('\n\n')[1]
     rows = [row.split('|')[1:-1] for row in table.splitlines() if row.startswith('| FishNet-')]
     supported, unsupported = set(), set()
     for variant, _, file, accuracy, converted in rows:

@@ -4,7 +4,7 @@
 # config inherits the FishNet-150 one and changes `arch` and the checkpoint.
 custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
 
-# ImageNet start (README, "ImageNet weights"; top-1 as published by each source), converted with
+# ImageNet start (docs/weights.md; top-1 as published by each source), converted with
 # tools/model_converters/fishnet2mmdet.py SOURCE DEST:
 #   pytorchcv fishnet150-0475-93e26daa.pth (80.74%, recommended)
 #       -> checkpoints/fishnet150_pytorchcv_in1k_mmfish.pth (the default below)
@@ -21,17 +21,18 @@ fishnet_backbone = dict(
     arch='fishnet150',
     out_indices=(7, 8, 9, 10),  # body's last feature + head: strides 4, 8, 16, 32
     # Each returned feature through norm + ReLU. Loaded from a converted checkpoint, these are
-    # the network's own trained norms of each feature (README, "Fine-tuning and out_norm").
+    # the network's own trained norms of each feature (docs/backbone.md, "Fine-tuning and
+    # out_norm").
     out_norm=True,
     frozen_stages=1,  # stem and first tail stage, as mmdet's ResNet configs freeze
     norm_cfg=dict(type='BN', requires_grad=True),
     norm_eval=True,
     init_cfg=dict(type='Pretrained', checkpoint=pretrained),
 )
-# From scratch, as mmdet's configs/scratch/ train ResNet-50 (README, "Training from scratch"): the
-# reference initialisation, nothing frozen, GroupNorm trained in every layer (the out norms too).
-# 16 groups: FishNet's norms have 16 to 2112 channels, 80, 208 and 400 among them, which 32
-# groups (mmdet's, kept in the neck and heads) do not divide.
+# From scratch, as mmdet's scratch/ configs train ResNet-50 (docs/training.md, "Training from
+# scratch"): the reference initialisation, nothing frozen, GroupNorm trained in every layer (the
+# out norms too). 16 groups: FishNet's norms have 16 to 2112 channels, 80, 208 and 400 among
+# them, which 32 groups (mmdet's, kept in the neck and heads) do not divide.
 fishnet_scratch_backbone = dict(
     fishnet_backbone,
     frozen_stages=-1,
@@ -44,8 +45,9 @@ fishnet_neck = dict(in_channels=[320, 832, 1600, 2112])
 # The paper trains detectors with warm-up (mmdet's 1x schedule: linear, 500 iterations) and
 # gradient clipping.
 fishnet_clip_grad = dict(max_norm=35, norm_type=2)
-# Fault-tolerant training (README, "Training and testing"): checkpoints written atomically, with
-# the random states, and on SIGTERM; a resumed run continues mid-epoch on the same random path.
+# Fault-tolerant training (docs/training.md, "Fault tolerance and resume"): checkpoints written
+# atomically, with the random states, and on SIGTERM; a resumed run continues mid-epoch on the
+# same random path.
 # Detector configs take them as `default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)` and
 # `train_cfg = dict(type=_base_.fishnet_train_loop)` (mmdet's names are not redefined here:
 # mmengine refuses a key that two bases both define).

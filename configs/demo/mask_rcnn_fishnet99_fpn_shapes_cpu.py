@@ -29,8 +29,7 @@ model = dict(
     neck=dict(in_channels=[320, 832, 1600, 2112], out_channels=width, norm_cfg=gn),
     rpn_head=dict(in_channels=width, feat_channels=width),
     # mmcv's CPU RoIAlign is single-threaded; with sampling_ratio=0 (adaptive) a large RoI
-    # samples up to 64 points per bin, and RoIAlign took a third of a training step. Two points
-    # per bin side (mmdet 1.x's sample_num=2) made the step 15% faster.
+    # samples up to 64 points per bin. Two points per bin side, as mmdet 1.x's sample_num=2.
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=width, roi_layer=dict(sampling_ratio=2)),
         bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=3),
@@ -103,9 +102,8 @@ train_cfg = dict(
 )
 optim_wrapper = dict(
     _delete_=True,
-    # bf16 autocast in the backbone and neck (heads and mmcv's ops in fp32), on a CPU or a GPU:
-    # measured on the 2-core CPU it ends with bbox / segm AP50 0.543 / 0.546 where fp32 ended
-    # with 0.509 / 0.506, in less time (README, "The CPU demo").
+    # bf16 autocast in the backbone and neck (heads and mmcv's ops in fp32), on a CPU or a GPU.
+    # What the demo reaches, with its command and machine: docs/development.md, "The CPU demo".
     type='PartialAmpOptimWrapper',
     dtype='bfloat16',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
@@ -126,8 +124,8 @@ env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0, deterministic=False)
 # Pictures of predictions on every 5th val image, at the evaluation, under the work dir
 # (<work_dir>/<timestamp>/vis_data/vis_image/).
-# Boxes scoring >= 0.6 are drawn: on the demo's val split about 7 in 10 of them match an object
-# (IoU >= 0.5, right class), against 1 in 3 at mmdet's default 0.3 (README, "The CPU demo").
+# Boxes scoring >= 0.6 are drawn: far more of them match an object (IoU >= 0.5, right class)
+# than at mmdet's default 0.3 (measured: docs/development.md, "The CPU demo").
 default_hooks.update(
     visualization=dict(type='DetVisualizationHook', draw=True, interval=5, score_thr=0.6)
 )

@@ -13,7 +13,7 @@ The model is a bare variant (``--arch fishnet150``: the reference's random initi
 Writes ``DIR/feature_maps.png`` (``.jpg`` with ``--format jpg``) and ``DIR/feature_maps.json``
 (the panels: index, part, channels, stride, map size).
 
-Example (the README's picture, a randomly initialised FishNet-150)::
+Example (the picture in docs/analysis_tools.md, a randomly initialised FishNet-150)::
 
     IMG=$(python -c 'import matplotlib as m; print(m.get_data_path())')/sample_data/grace_hopper.jpg
     python tools/analysis_tools/feature_maps.py $IMG --arch fishnet150 --out-dir work_dirs/maps \\

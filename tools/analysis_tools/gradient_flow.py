@@ -32,7 +32,7 @@ Method, for every model named by ``--models``:
 per model, position in the forward pass on x (0 the stem or first block, 1 the output or last
 block), the normalised gradient norm on a log scale on y.
 
-Example (the README's picture)::
+Example (the picture in docs/analysis_tools.md)::
 
     python tools/analysis_tools/gradient_flow.py --models fishnet99 fishnet150 resnet50 \\
         resnet101 --shape 224 --batch 8 --out-dir work_dirs/gradient_flow

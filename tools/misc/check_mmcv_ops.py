@@ -11,7 +11,7 @@ With ``--cuda`` the extension module ``mmcv._ext`` must hold CUDA device code: a
 ``.nv_fatbin`` (where nvcc puts the compiled kernels) or nvcc's registration of it,
 ``__cudaRegisterFatBinary``; a CPU-only build has neither. When a GPU is visible, a CUDA
 RoIAlign is also run (mmcv's ``get_compiling_cuda_version()`` crashed the process on the H200
-build with torch 2.11 + CUDA 13 while the ops worked: README, "On a GPU machine"). Needs torch and
+build with torch 2.11 + CUDA 13 while the ops worked: docs/installation.md). Needs torch and
 mmcv only, so that it runs before the rest of the stack is installed.
 """
 

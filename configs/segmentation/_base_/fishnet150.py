@@ -7,7 +7,7 @@ custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
 
 # The detection configs' ImageNet start (configs/_base_/fishnet150_fpn.py): pytorchcv's
 # fishnet150-0475-93e26daa.pth (80.74% top-1, the strongest published), converted by
-# tools/model_converters/fishnet2mmdet.py (README, "ImageNet weights"). Another file:
+# tools/model_converters/fishnet2mmdet.py (docs/weights.md). Another file:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH; init_cfg=None trains from scratch.
 pretrained = 'checkpoints/fishnet150_pytorchcv_in1k_mmfish.pth'
 fishnet_backbone = dict(
@@ -15,8 +15,8 @@ fishnet_backbone = dict(
     type='FishNet',
     arch='fishnet150',
     # the body's three features, strides 4, 8, 16 (the head is not built): measured on the
-    # shapes data against the head's features and the detection pyramid (README, "Which
-    # features feed the decoder")
+    # shapes data against the head's features and the detection pyramid (docs/segmentation.md,
+    # "Which features feed the decoder")
     out_indices=(7, 6, 5),
     out_norm=True,
     frozen_stages=-1,  # as mmseg's ResNet configs: nothing frozen, norms trained
@@ -26,10 +26,11 @@ fishnet_backbone = dict(
 )
 # = FishNet.out_channels for these out_indices (tests/test_segmentation.py checks it)
 fishnet_out_channels = [320, 512, 768]
-# Fault-tolerant training, as the detection configs have it (README, "Training and testing"):
-# checkpoints written atomically, with the random states and the data loader's position, and on
-# SIGTERM (exit status 75); a resumed run continues on the uninterrupted run's data and random
-# path. Configs take them as `default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)` and
+# Fault-tolerant training, as the detection configs have it (docs/training.md, "Fault tolerance
+# and resume"): checkpoints written atomically, with the random states and the data loader's
+# position, and on SIGTERM (exit status 75); a resumed run continues on the uninterrupted run's
+# data and random path. Configs take them as
+# `default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)` and
 # `train_cfg = dict(type=_base_.fishnet_train_loop)` (mmseg's iteration settings are kept).
 fishnet_checkpoint = dict(type='FaultTolerantCheckpointHook')
 fishnet_train_loop = 'ResumableIterBasedTrainLoop'

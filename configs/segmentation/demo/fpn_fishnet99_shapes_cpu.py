@@ -1,7 +1,7 @@
 # The segmentation demo: Semantic FPN with FishNet-99, from scratch, on the label maps of the
 # generated "shapes" set (data/shapes/seg_maps, made by tools/demo_seg.py or
 # tools/misc/generate_shapes_coco.py): background + circle, rectangle, triangle, 256 px images.
-# Sized for a 2-core CPU and measured against the alternatives (README, "The segmentation
+# Sized for a 2-core CPU (recipe and measured result: docs/segmentation.md, "The segmentation
 # demo"): whole images resized to 128 px (shapes whole, the cost of a 128 px crop), GN in the
 # backbone, FPN and head (per-image statistics: the backgrounds' colours vary from image to
 # image, and BN's running statistics lagged), background weighted 0.25 in the cross-entropy
@@ -29,7 +29,7 @@ model = dict(
         arch='fishnet99',
         # the body's three features, strides 4, 8, 16 (the head is not built): against the
         # head's and the detection pyramid, the best val mIoU and the cheapest step
-        # (tools/analysis_tools/seg_feature_choice.py, README)
+        # (tools/analysis_tools/seg_feature_choice.py, docs/segmentation.md)
         out_indices=(7, 6, 5),
         out_norm=True,
         norm_cfg=backbone_norm,
@@ -44,8 +44,8 @@ model = dict(
         channels=width,
         num_classes=4,
         norm_cfg=norm_cfg,
-        # background (about 81% of the pixels) weighted down: the network left the background
-        # prior sooner (README)
+        # background (about 81% of the pixels) weighted down, so that the network leaves the
+        # background prior sooner
         loss_decode=dict(class_weight=[0.25, 1.0, 1.0, 1.0]),
     ),
 )
@@ -107,8 +107,8 @@ val_evaluator = dict(_scope_='mmseg', type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 max_iters = 1800
-# fault-tolerant, as every mmfish config (README, "Training and testing"): --resume continues on
-# the uninterrupted run's data and random path
+# fault-tolerant, as every mmfish config (docs/training.md, "Fault tolerance and resume"):
+# --resume continues on the uninterrupted run's data and random path
 train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters, val_interval=300)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
