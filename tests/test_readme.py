@@ -64,12 +64,10 @@ PENDING_NEW = {
     'mmfish/utils/errors.py',
     'mmfish/testing/',
     'tests/test_models/',
-    'tests/test_engine/',
     'tests/test_datasets/',
     'tests/test_tools/',
     'tests/test_configs/',
     'tests/test_docs/',
-    'tests/test_package/',
     'configs/**/metafile.yml',
 }
 PENDING_GONE = {'mmfish/models/fishnet_converter.py', 'mmfish/models/converter_layouts.py'}
