@@ -1,7 +1,7 @@
 """mmfish: the FishNet backbone for MMDetection 3.x (and MMSegmentation 1.x).
 
-Importing mmfish registers its modules in MMDetection's registries, and FishNet in
-MMSegmentation's too when mmseg is installed (configs load it with
+Importing mmfish registers its modules in mmfish's, MMDetection's and, when mmseg is installed,
+MMSegmentation's registries (:mod:`mmfish.registry`; configs load it with
 ``custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)``) and lets torch >= 2.6
 load mmengine checkpoints safely (see :mod:`mmfish.engine.runner.checkpoint_compat`), and teaches
 mmengine's ``Config`` the ``mmfish::`` prefix, so that a config's ``_base_`` may name

@@ -54,7 +54,6 @@ HISTORY = re.compile(
 # test_pending_work_is_still_pending fails as soon as one of them is done, naming it.
 PENDING_NEW = {
     'mmfish/testing/',
-    'tests/test_engine/',
     'tests/test_datasets/',
     'tests/test_tools/',
     'tests/test_configs/',

@@ -13,8 +13,9 @@ file names and changes how it writes:
    checkpoint and ``last_checkpoint`` names a complete one (a rename is atomic on POSIX file
    systems; a temporary file left by a crash is removed at the next start).
 2. **Random states.** Each checkpoint carries, for every process, the random states and sampler
-   settings that :class:`~mmfish.engine.runner.ResumableEpochBasedTrainLoop` needs to resume on
-   the uninterrupted run's random path (key ``resume_state``).
+   settings that :class:`~mmfish.engine.runner.ResumableEpochBasedTrainLoop` and
+   :class:`~mmfish.engine.runner.ResumableIterBasedTrainLoop` need to resume on the uninterrupted
+   run's random path (key ``resume_state``).
 3. **Preemption.** On SIGTERM (what Slurm and most schedulers send before killing a job) training
    finishes the current iteration, writes ``iter_<n>.pth`` (with the states above), and exits
    with status :data:`PREEMPTED_EXIT_CODE` (75); ``tools/train.py --resume`` continues from it.
@@ -39,7 +40,7 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_p
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
-from mmfish.registry import HOOKS
+from mmfish.registry import register_hook
 from mmfish.utils.io import TMP_MARK, replace_durably, temporary_path, write_text_atomically
 from mmfish.utils.mim import tool_command
 
@@ -54,7 +55,7 @@ class TrainingPreempted(SystemExit):
         super().__init__(PREEMPTED_EXIT_CODE)
 
 
-@HOOKS.register_module()
+@register_hook
 class FaultTolerantCheckpointHook(CheckpointHook):
     """``CheckpointHook`` with atomic saves, random states for exact resume, and SIGTERM saves.
 
@@ -96,7 +97,8 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         if not hasattr(loop, 'set_train_state'):
             runner.logger.warning(
                 f'{type(loop).__name__} does not restore random states: resumed runs will not '
-                "follow the uninterrupted run's random path (use ResumableEpochBasedTrainLoop)"
+                "follow the uninterrupted run's random path (use ResumableEpochBasedTrainLoop or "
+                'ResumableIterBasedTrainLoop)'
             )
         if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
