@@ -10,11 +10,10 @@ Each mmfish class is registered, under one name, in two places:
    ``train_cfg=dict(type='ResumableIterBasedTrainLoop', ...)``, once the config has
    ``custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)``.
 2. **mmfish's own registries**, scope ``'mmfish'``, defined below as children of MMDetection's
-   (as mmdet's are children of mmengine's). A config dict whose ``_scope_`` is ``'mmfish'`` (what
-   mmengine gives the dicts of a config loaded as ``mmfish::...``) builds from them: mmfish's
-   classes, and through the parent every mmdet and mmengine class, but no mmseg class (a
-   segmentation config takes those from its ``mmseg::`` bases, whose dicts keep mmseg's scope,
-   or names them with ``_scope_='mmseg'``).
+   (as mmdet's are children of mmengine's). A config dict whose ``_scope_`` is ``'mmfish'``, or
+   any dict of a config whose ``default_scope`` is ``'mmfish'``, builds from them: mmfish's
+   classes, and through the parent every mmdet and mmengine class, but no mmseg class. (A base
+   named ``mmfish::...`` gives its dicts no scope: :data:`mmfish.utils.mim.BASE_SCOPE`.)
 
 Norm layers (``CPUSyncBN``) are registered in mmengine's root ``MODELS`` too, beside mmcv's own
 norms: mmcv's ``build_norm_layer`` looks there when no scope is set.

@@ -92,7 +92,7 @@ def test_each_class_builds_from_a_config_dict_of_each_scope(scope):
 
 
 def test_the_mmfish_scope_builds_mmdets_and_mmengines_classes_too():
-    """What mmengine gives the dicts of a config loaded as ``mmfish::...``."""
+    """``_scope_='mmfish'`` or ``default_scope='mmfish'``: mmdet's classes through the parent."""
     from mmdet.models.necks import FPN
 
     neck = MODELS.build(
