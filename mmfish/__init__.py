@@ -1,9 +1,11 @@
 """mmfish: the FishNet backbone for MMDetection 3.x (and MMSegmentation 1.x).
 
-Importing mmfish registers its modules in MMDetection's registries, and FishNet in
-MMSegmentation's too when mmseg is installed (configs load it with
+Importing mmfish registers its modules in mmfish's, MMDetection's and, when mmseg is installed,
+MMSegmentation's registries (:mod:`mmfish.registry`; configs load it with
 ``custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)``) and lets torch >= 2.6
-load mmengine checkpoints safely (see :mod:`mmfish.engine.runner.checkpoint_compat`).
+load mmengine checkpoints safely (see :mod:`mmfish.engine.runner.checkpoint_compat`), and teaches
+mmengine's ``Config`` the ``mmfish::`` prefix, so that a config's ``_base_`` may name
+``mmfish::mask_rcnn_fishnet150_fpn_1x_coco.py`` (see :mod:`mmfish.utils.mim`).
 """
 
 import warnings
@@ -21,9 +23,11 @@ warnings.filterwarnings(
 )
 
 from .engine.runner.checkpoint_compat import allow_mmengine_checkpoints  # noqa: E402
+from .utils.mim import register_config_scope  # noqa: E402
 from .version import __version__  # noqa: E402
 
 allow_mmengine_checkpoints()
+register_config_scope()
 
 from . import (  # noqa: E402  (FishNet in mmdet's and mmseg's MODELS; hooks, loops, optim wrappers)
     engine,

@@ -60,7 +60,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from mmengine.config import Config, DictAction
 
 # The variants without published ImageNet weights that the converter reads, and why.
-from mmfish.models.backbones.fishnet_pretrained import NO_PUBLISHED_WEIGHTS
+from mmfish.models.backbones.variants import NO_PUBLISHED_WEIGHTS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')

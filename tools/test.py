@@ -3,6 +3,9 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
         [--tta] [--amp] [--cfg-options k=v ...] [--launcher pytorch|slurm]
 
+Installed from a wheel, ``mmfish-test`` runs this tool with the same flags. CONFIG may also name a
+shipped config, ``mmfish::mask_rcnn_fishnet150_fpn_1x_coco.py``, or an mmdet one (``mmdet::...``).
+
 Segmentation configs (``default_scope='mmseg'``) take the same flags: ``--out`` dumps the data
 samples (with ``pred_sem_seg``) to a .pkl file, ``--show-dir DIR`` saves ground truth beside
 prediction under ``DIR/vis_data/vis_image/`` (mmseg's convention), ``--tta`` uses the config's
@@ -38,6 +41,7 @@ from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import cpu_autocast
 from mmfish.engine.runner.dist import setup_cpu_distributed
 from mmfish.utils.cli import CliError, add_debug_argument, run_cli
+from mmfish.utils.mim import resolve_config
 from mmfish.utils.paths import checkpoint_exists
 
 DUMP_SUFFIXES = ('.pkl', '.pickle')  # what mmdet's and mmseg's test.py accept for --out
@@ -45,7 +49,7 @@ DUMP_SUFFIXES = ('.pkl', '.pickle')  # what mmdet's and mmseg's test.py accept f
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or a segmentor')
-    parser.add_argument('config', help='test config file path')
+    parser.add_argument('config', help='test config file path, or mmfish::NAME')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
     parser.add_argument('--out', type=str, help='dump predictions to a .pkl (or .pickle) file')
@@ -183,6 +187,7 @@ def add_flip_tta(cfg: Config) -> None:
 
 def main() -> None:
     args = parse_args()
+    args.config = resolve_config(args.config)  # mmfish::NAME (or mmdet::...) -> its file
     check_args(args)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher

@@ -5,6 +5,9 @@ mixed precision.
         [--auto-scale-lr] [--resume [CKPT]] [--cfg-options k=v ...] [--launcher pytorch|slurm]
     python tools/train.py configs/segmentation/fpn_fishnet150_4xb2-80k_cityscapes-512x1024.py
 
+Installed from a wheel, ``mmfish-train`` runs this tool with the same flags. CONFIG may also name a
+shipped config, ``mmfish::mask_rcnn_fishnet150_fpn_1x_coco.py``, or an mmdet one (``mmdet::...``).
+
 Both are mmengine runs: the config's ``default_scope`` (mmdet or mmseg) picks the toolbox.
 
 ``--amp`` is bf16 autocast on a CPU (bf16 needs no loss scaling) and fp16 with dynamic loss
@@ -30,12 +33,13 @@ from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import configure_amp
 from mmfish.engine.runner.dist import setup_cpu_distributed
 from mmfish.utils.cli import CliError, add_debug_argument, run_cli
+from mmfish.utils.mim import resolve_config
 from mmfish.utils.paths import checkpoint_exists
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a detector or a segmentor')
-    parser.add_argument('config', help='train config file path')
+    parser.add_argument('config', help='train config file path, or mmfish::NAME')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--amp', action='store_true', help='mixed precision: bf16 on CPU, fp16 on GPU'
@@ -67,6 +71,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    args.config = resolve_config(args.config)  # mmfish::NAME (or mmdet::...) -> its file
     if not osp.isfile(args.config):
         raise CliError(f'config file {args.config} does not exist')
     if args.resume not in (None, 'auto') and not checkpoint_exists(args.resume):

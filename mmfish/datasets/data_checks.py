@@ -16,11 +16,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
+from mmfish.utils.errors import UserInputError
+from mmfish.utils.mim import is_checkout
+
 SKIP_ENV = 'MMFISH_SKIP_DATA_CHECKS'
 MAX_LISTED = 5
 
 
-class DataCheckError(ValueError):
+class DataCheckError(UserInputError):
     """A dataset file is missing, unreadable or inconsistent."""
 
 
@@ -43,10 +46,11 @@ def load_coco_json(ann_file: str, where: str) -> dict:
     """Read and parse a COCO annotation file; errors name the file and what to do."""
     if not osp.isfile(ann_file):
         relative = '' if osp.isabs(ann_file) else f' (relative to {os.getcwd()})'
+        root = " (run from the repository root for the configs' data/... paths)"
         raise DataCheckError(
-            f'{where}: annotation file {ann_file} does not exist{relative}. Put the dataset there '
-            "(run from the repository root for the configs' data/... paths), or point the "
-            'config at it: data_root and ann_file in the config or with --cfg-options.'
+            f'{where}: annotation file {ann_file} does not exist{relative}. Put the dataset there'
+            f'{root if is_checkout() else ""}, or point the config at it: data_root and ann_file '
+            'in the config or with --cfg-options.'
         )
     size = osp.getsize(ann_file)
     try:

@@ -34,14 +34,13 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import shutil
-import tempfile
-import uuid
 import warnings
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from mmfish.utils.io import atomic_path
 
 SHAPES_CLASSES = ('circle', 'rectangle', 'triangle')
 # Semantic-segmentation classes: the label maps hold the index into this tuple.
@@ -115,16 +114,11 @@ def generate_shapes_coco(
             'pass overwrite=True to replace it'
         )
 
-    parent, name = os.path.split(root)
-    # A unique, hidden sibling of root, made with the usual permissions (unlike tempfile.mkdtemp).
-    tmp_dir = os.path.join(parent, f'.{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
-    os.makedirs(tmp_dir)
-    try:
+    # Written into a hidden sibling of root (made with the usual permissions, unlike
+    # tempfile.mkdtemp), then renamed to root, replacing what was there.
+    with atomic_path(root) as tmp_dir:
+        os.makedirs(tmp_dir)
         meta = _write_dataset(tmp_dir, args)
-        _move_into_place(tmp_dir, root)
-    finally:
-        if os.path.isdir(tmp_dir):
-            shutil.rmtree(tmp_dir, ignore_errors=True)
     return _summary(root, meta)
 
 
@@ -173,18 +167,6 @@ def _is_non_empty(path: str) -> bool:
     if os.path.isdir(path):
         return bool(os.listdir(path))
     return os.path.lexists(path)
-
-
-def _move_into_place(tmp_dir: str, root: str) -> None:
-    """Renames the finished ``tmp_dir`` to ``root``, replacing whatever is at ``root``."""
-    if os.path.lexists(root):
-        parent, name = os.path.split(root)
-        trash_dir = tempfile.mkdtemp(dir=parent, prefix=f'.{name}.old-')
-        os.rename(root, os.path.join(trash_dir, name))
-        os.rename(tmp_dir, root)
-        shutil.rmtree(trash_dir, ignore_errors=True)
-    else:
-        os.rename(tmp_dir, root)
 
 
 def _summary(root: str, meta: dict) -> dict:

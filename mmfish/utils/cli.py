@@ -1,12 +1,13 @@
 """Command-line errors as one line with the fix, the traceback behind ``--debug``.
 
-The tools' ``main`` functions raise :class:`CliError` (or the project's own data and
-conversion errors, whose messages already name the file and the fix) for anything the user has
-to fix: a missing file, a bad argument, a config that cannot do what was asked. :func:`run_cli`
-prints such an error as ``<tool>: error: <message>`` on stderr and exits with status 2, the
-status argparse gives a bad argument; ``--debug`` on the command line or ``MMFISH_DEBUG=1`` in
-the environment lets the exception and its traceback through instead. Anything else (a bug, an
-error inside mmdet) keeps its traceback.
+The tools' ``main`` functions raise :class:`CliError`, or another
+:class:`~mmfish.utils.errors.UserInputError` (the project's data, conversion and checkpoint
+errors, whose messages already name the file and the fix), for anything the user has to fix: a
+missing file, a bad argument, a config that cannot do what was asked. :func:`run_cli` prints such
+an error as ``<tool>: error: <message>`` on stderr and exits with status 2, the status argparse
+gives a bad argument; ``--debug`` on the command line or ``MMFISH_DEBUG=1`` in the environment
+lets the exception and its traceback through instead. Anything else (a bug, an error inside
+mmdet) keeps its traceback.
 """
 
 import argparse
@@ -15,24 +16,20 @@ import os.path as osp
 import sys
 from typing import Callable, Tuple, Type
 
+from mmfish.utils.errors import UserInputError
+
 DEBUG_ENV = 'MMFISH_DEBUG'
 DEBUG_FLAG = '--debug'
 EXIT_USAGE = 2
 
 
-class CliError(ValueError):
+class CliError(UserInputError):
     """A problem with the command line or its inputs; the message names it and the fix."""
 
 
 def user_errors() -> Tuple[Type[BaseException], ...]:
-    """The exception types :func:`run_cli` reports as one line.
-
-    Imported here, not at module level, so that this module stays importable without mmengine.
-    """
-    from mmfish.datasets.data_checks import DataCheckError
-    from mmfish.models.fishnet_converter import FishNetConversionError
-
-    return (CliError, DataCheckError, FishNetConversionError, FileNotFoundError)
+    """The exception types :func:`run_cli` reports as one line."""
+    return (UserInputError, FileNotFoundError)
 
 
 def add_debug_argument(parser: argparse.ArgumentParser) -> None:

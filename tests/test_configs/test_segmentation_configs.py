@@ -89,14 +89,14 @@ def test_mmdet_only_install_keeps_working(tmp_path, tool_env):
         'import sys\n'
         "sys.modules['mmseg'] = None  # import mmseg now raises ImportError\n"
         'import mmfish\n'
-        'from mmfish.registry import SEG_MODELS\n'
+        'from mmfish.registry import served_toolboxes\n'
         'from mmdet.registry import MODELS\n'
         "model = MODELS.build(dict(type='FishNet', arch='fishnet99', out_indices=(8,)))\n"
-        "print(SEG_MODELS, type(model).__name__, 'mmseg' in sys.modules and sys.modules['mmseg'])\n"
+        "print(*served_toolboxes(), type(model).__name__, sys.modules['mmseg'])\n"
     )
     out = _run_python(code, str(tmp_path), tool_env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ['None', 'FishNet', 'None']
+    assert out.stdout.split() == ['mmdet', 'FishNet', 'None']
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -113,8 +113,14 @@ def test_config_recipe_and_build(config):
     arch = config.split('_')[1]
     assert raw.custom_imports == dict(imports=['mmfish'], allow_failed_imports=False)
     assert raw.default_scope == 'mmseg'
+    # the ImageNet start of the detection configs of the same variant (README, "ImageNet weights")
+    detection = Config.fromfile(osp.join(ROOT, 'configs', f'mask_rcnn_{arch}_fpn_1x_coco.py'))
     init = raw.model.backbone.init_cfg
-    assert init.type == 'Pretrained' and init.checkpoint == f'checkpoints/{arch}_in1k_mmfish.pth'
+    assert init == dict(type='Pretrained', checkpoint=detection.model.backbone.init_cfg.checkpoint)
+    # fault-tolerant, as the detection configs, with mmseg's iteration settings
+    assert raw.default_hooks.checkpoint.type == 'FaultTolerantCheckpointHook'
+    assert not raw.default_hooks.checkpoint.by_epoch
+    assert raw.train_cfg.type == 'ResumableIterBasedTrainLoop'
     assert raw.model.pretrained is None
     assert raw.model.data_preprocessor.test_cfg == dict(size_divisor=32)
     if config.startswith('fpn_'):

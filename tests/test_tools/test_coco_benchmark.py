@@ -426,7 +426,7 @@ def test_help_names_the_configs_left_out_and_why(capsys) -> None:
 def test_the_default_configs_start_from_published_weights() -> None:
     """Each FishNet config's variant is the one its name says, and the default set's ImageNet
     files are published ones (the configs left out expect files nobody publishes)."""
-    from mmfish.models.backbones.fishnet_pretrained import PUBLISHED_WEIGHTS
+    from mmfish.models.backbones.variants import PUBLISHED_WEIGHTS
 
     published = {w.converted for w in PUBLISHED_WEIGHTS}
     for config in coco_benchmark.BENCHMARK_CONFIGS:

@@ -47,7 +47,7 @@ Conventions:
 Examples::
 
     # the defaults: fishnet150 and ResNet-50, both shapes, fp32, channels-last, 2 threads,
-    # peak memory; about 3 minutes on 2 CPU cores
+    # peak memory (its run time and results: docs/benchmark_cpu.md)
     python tools/analysis_tools/benchmark_backbone.py --out-json bench.json --out-md bench.md
     # every variant
     python tools/analysis_tools/benchmark_backbone.py --models fishnet99 fishnet150 \\
@@ -98,7 +98,8 @@ RESNETS = {'resnet50': 50, 'resnet101': 101}
 REFERENCE_PREFIX = 'reference-'
 SUFFIXES = ('+cp', '+cps', '+fused', '+cls')
 KNOWN_MODELS = (*FISHNETS, *RESNETS)
-# The defaults run in a few minutes on 2 CPU threads; name the others to add them.
+# The defaults: one FishNet and its ResNet baseline (docs/benchmark_cpu.md times them); name the
+# others to add them.
 DEFAULT_MODELS = ('fishnet150', 'resnet50')
 DEFAULT_SHAPES = ('224x224:8', '800x1216:1')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}

@@ -34,7 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmfish.models import FishNet
-from mmfish.models.fishnet_converter import strip_module_prefix
+from mmfish.models.converters import strip_module_prefix
+from mmfish.utils.mim import tool_command
 from mmfish.utils.paths import checkpoint_exists
 
 NUM_FEATURES = 11
@@ -127,7 +128,7 @@ def load_backbone_weights(model: nn.Module, path: str) -> int:
         raise ValueError(
             f'--checkpoint {path}: none of its keys (e.g. {sorted(state)[:3]}) is a FishNet key '
             f"(e.g. {sorted(own)[:3]}): convert an authors' file with "
-            'tools/model_converters/fishnet2mmdet.py, or pass a detector checkpoint'
+            f'{tool_command("model_converters/fishnet2mmdet.py")}, or pass a detector checkpoint'
         )
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith('num_batches_tracked')]

@@ -19,8 +19,7 @@ then, in a config::
 The variant is told from the checkpoint; ``--arch`` makes a file of another variant an error.
 The ImageNet score head is dropped by default (a detector does not use it); ``--keep-score``
 keeps it as ``score.*`` for ``FishNet(num_classes=1000)``. The mapping lives in
-:mod:`mmfish.models.fishnet_converter` and :mod:`mmfish.models.converter_layouts`. On any error
-nothing is written.
+:mod:`mmfish.models.converters`. On any error nothing is written.
 """
 
 import argparse
@@ -29,20 +28,20 @@ from collections import OrderedDict
 
 import torch
 
-from mmfish.models.converter_layouts import describe_layout
-from mmfish.models.fishnet_converter import (
-    ARCHS,
+from mmfish.models.converters import (
+    REFERENCE_ARCHS,
     FishNetConversionError,
     convert_checkpoint,
+    describe_layout,
 )
-from mmfish.models.fishnet_converter import convert as _convert
+from mmfish.models.converters.convert import convert as _convert
 from mmfish.utils.cli import add_debug_argument, debug_hint, debug_requested
 
 
 def convert(state_dict: 'OrderedDict[str, torch.Tensor]') -> 'OrderedDict[str, torch.Tensor]':
     """Map a FishNet state dict (any supported layout) onto mmfish names (score head dropped).
 
-    Same as :func:`mmfish.models.fishnet_converter.convert` with its defaults, in the shape of
+    Same as :func:`mmfish.models.converters.convert.convert` with its defaults, in the shape of
     mmdet's converters.
     """
     return _convert(state_dict)
@@ -73,7 +72,10 @@ def parse_args() -> argparse.Namespace:
         help='drop the score head (default; for detection)',
     )
     parser.add_argument(
-        '--arch', choices=ARCHS, default=None, help='fail unless the checkpoint is this variant'
+        '--arch',
+        choices=REFERENCE_ARCHS,
+        default=None,
+        help='fail unless the checkpoint is this variant',
     )
     add_debug_argument(parser)
     parser.set_defaults(keep_score=False)

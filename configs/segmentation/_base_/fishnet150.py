@@ -1,12 +1,15 @@
 # FishNet-150 as a segmentation backbone: the settings every mmfish mmseg config shares. A config
 # names this file beside mmseg's R-50 config and takes `fishnet_backbone` /
-# `fishnet_out_channels` from it (`_base_.fishnet_backbone`: mmengine forbids duplicate keys among
-# bases, so these are variables, not `model`); a variant changes `arch` and the checkpoint.
+# `fishnet_out_channels` / `fishnet_checkpoint` / `fishnet_train_loop` from it
+# (`_base_.fishnet_backbone`: mmengine forbids duplicate keys among bases, so these are
+# variables, not `model`); a variant changes `arch` and the checkpoint.
 custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
 
-# tools/model_converters/fishnet2mmdet.py writes this file from the authors' ImageNet checkpoint
-# (docs/weights.md); --cfg-options model.backbone.init_cfg=None trains from scratch.
-pretrained = 'checkpoints/fishnet150_in1k_mmfish.pth'
+# The detection configs' ImageNet start (configs/_base_/fishnet150_fpn.py): pytorchcv's
+# fishnet150-0475-93e26daa.pth (80.74% top-1, the strongest published), converted by
+# tools/model_converters/fishnet2mmdet.py (docs/weights.md). Another file:
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH; init_cfg=None trains from scratch.
+pretrained = 'checkpoints/fishnet150_pytorchcv_in1k_mmfish.pth'
 fishnet_backbone = dict(
     _delete_=True,  # replaces mmseg's ResNet-50 settings
     type='FishNet',
@@ -24,3 +27,11 @@ fishnet_backbone = dict(
 # = FishNet.out_channels for these out_indices
 # (tests/test_configs/test_segmentation_configs.py checks it)
 fishnet_out_channels = [320, 512, 768]
+# Fault-tolerant training, as the detection configs have it (docs/training.md, "Fault tolerance
+# and resume"): checkpoints written atomically, with the random states and the data loader's
+# position, and on SIGTERM (exit status 75); a resumed run continues on the uninterrupted run's
+# data and random path. Configs take them as
+# `default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)` and
+# `train_cfg = dict(type=_base_.fishnet_train_loop)` (mmseg's iteration settings are kept).
+fishnet_checkpoint = dict(type='FaultTolerantCheckpointHook')
+fishnet_train_loop = 'ResumableIterBasedTrainLoop'

@@ -102,7 +102,9 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 max_iters = 1800
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=300)
+# fault-tolerant, as every mmfish config (docs/training.md, "Fault tolerance and resume"):
+# --resume continues on the uninterrupted run's data and random path
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters, val_interval=300)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
@@ -121,7 +123,7 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters),
+    checkpoint=dict(type='FaultTolerantCheckpointHook', by_epoch=False, interval=max_iters),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # GT (left) beside the prediction (right) for every 5th val batch, at each evaluation, under
     # <work_dir>/<timestamp>/vis_data/vis_image/

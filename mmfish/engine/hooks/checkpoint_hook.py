@@ -13,8 +13,9 @@ file names and changes how it writes:
    checkpoint and ``last_checkpoint`` names a complete one (a rename is atomic on POSIX file
    systems; a temporary file left by a crash is removed at the next start).
 2. **Random states.** Each checkpoint carries, for every process, the random states and sampler
-   settings that :class:`~mmfish.engine.runner.ResumableEpochBasedTrainLoop` needs to resume on
-   the uninterrupted run's random path (key ``resume_state``).
+   settings that :class:`~mmfish.engine.runner.ResumableEpochBasedTrainLoop` and
+   :class:`~mmfish.engine.runner.ResumableIterBasedTrainLoop` need to resume on the uninterrupted
+   run's random path (key ``resume_state``).
 3. **Preemption.** On SIGTERM (what Slurm and most schedulers send before killing a job) training
    finishes the current iteration, writes ``iter_<n>.pth`` (with the states above), and exits
    with status :data:`PREEMPTED_EXIT_CODE` (75); ``tools/train.py --resume`` continues from it.
@@ -39,35 +40,12 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_p
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
-from mmfish.registry import HOOKS
+from mmfish.registry import register_hook
+from mmfish.utils.io import TMP_MARK, replace_durably, temporary_path, write_text_atomically
+from mmfish.utils.mim import tool_command
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "temporary failure, try again"
 RESUME_STATE_KEY = 'resume_state'
-TMP_MARK = '.tmp-mmfish-'
-
-
-def fsync_path(path: str) -> None:
-    """Flush a file's or a directory's content to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_durably(tmp_path: str, path: str) -> None:
-    """Make a fully written ``tmp_path`` durable, then rename it to ``path`` (atomic)."""
-    fsync_path(tmp_path)
-    os.replace(tmp_path, path)
-    fsync_path(osp.dirname(osp.abspath(path)))
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Replace the file ``path`` by ``text``: readers see the old content or the new, never less."""
-    tmp_path = osp.join(osp.dirname(path), f'{TMP_MARK}{osp.basename(path)}.{os.getpid()}')
-    with open(tmp_path, 'w') as f:
-        f.write(text)
-    replace_durably(tmp_path, path)
 
 
 class TrainingPreempted(SystemExit):
@@ -77,7 +55,7 @@ class TrainingPreempted(SystemExit):
         super().__init__(PREEMPTED_EXIT_CODE)
 
 
-@HOOKS.register_module()
+@register_hook
 class FaultTolerantCheckpointHook(CheckpointHook):
     """``CheckpointHook`` with atomic saves, random states for exact resume, and SIGTERM saves.
 
@@ -119,7 +97,8 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         if not hasattr(loop, 'set_train_state'):
             runner.logger.warning(
                 f'{type(loop).__name__} does not restore random states: resumed runs will not '
-                "follow the uninterrupted run's random path (use ResumableEpochBasedTrainLoop)"
+                "follow the uninterrupted run's random path (use ResumableEpochBasedTrainLoop or "
+                'ResumableIterBasedTrainLoop)'
             )
         if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -155,7 +134,8 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         # else: after_train_iter has just saved this iteration
         runner.logger.warning(
             f'SIGTERM received: checkpoint of iteration {step} saved in {self.out_dir}; exiting '
-            f'with status {PREEMPTED_EXIT_CODE}. Continue with tools/train.py ... --resume'
+            f'with status {PREEMPTED_EXIT_CODE}. Continue with {tool_command("train.py")} ... '
+            '--resume'
         )
         raise TrainingPreempted()
 
@@ -167,11 +147,13 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         states = self._gathered_states or [loop.get_train_state()]
         meta = checkpoint['meta']
         batches_done = meta['iter'] - meta['epoch'] * len(loop.dataloader)
+        # a DataLoader given a batch_sampler (mmdet's AspectRatioBatchSampler) has batch_size None
+        batch_size = loop.dataloader.batch_size or loop.dataloader.batch_sampler.batch_size
         checkpoint[RESUME_STATE_KEY] = dict(
             processes=states,
             epoch=meta['epoch'],
             batches_done=batches_done,
-            samples_done=batches_done * loop.dataloader.batch_size * len(states),
+            samples_done=batches_done * batch_size * len(states),
         )
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -222,11 +204,11 @@ class FaultTolerantCheckpointHook(CheckpointHook):
             self._gathered_states = all_gather_object(loop.get_train_state())
         self.last_ckpt = osp.join(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        tmp_name = f'{TMP_MARK}{filename}.{os.getpid()}'
+        tmp_path = temporary_path(self.last_ckpt)
         try:
             runner.save_checkpoint(
                 self.out_dir,
-                tmp_name,
+                osp.basename(tmp_path),
                 self.file_client_args,
                 save_optimizer=self.save_optimizer,
                 save_param_scheduler=self.save_param_scheduler,
@@ -239,5 +221,5 @@ class FaultTolerantCheckpointHook(CheckpointHook):
             self._gathered_states = None
         if not is_main_process():
             return
-        replace_durably(osp.join(self.out_dir, tmp_name), self.last_ckpt)
+        replace_durably(tmp_path, self.last_ckpt)
         write_text_atomically(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)

@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS
+
+from mmfish.registry import register_optim_wrapper
 
 AUTOCAST_MODULES = ('backbone', 'neck')
 
@@ -82,7 +83,7 @@ def partial_autocast(
 cpu_autocast = partial_autocast  # the name tools/test.py and older code use
 
 
-@OPTIM_WRAPPERS.register_module()
+@register_optim_wrapper
 class PartialAmpOptimWrapper(OptimWrapper):
     """``OptimWrapper`` with autocast (bf16) for the backbone and neck only, heads in fp32.
 
@@ -114,7 +115,7 @@ class PartialAmpOptimWrapper(OptimWrapper):
             yield
 
 
-@OPTIM_WRAPPERS.register_module()
+@register_optim_wrapper
 class CPUAmpOptimWrapper(PartialAmpOptimWrapper):
     """:class:`PartialAmpOptimWrapper` under the name ``--amp`` writes on a CPU."""
 

@@ -18,6 +18,8 @@ import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from mmfish.utils.mim import tool_command
+
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
 
 
@@ -78,7 +80,7 @@ def setup_cpu_distributed(cfg: Config) -> bool:
         raise RuntimeError(
             f'--launcher {launcher} needs CUDA with mmengine 0.10.7 (it calls '
             'torch.cuda.set_device); on a machine without CUDA use --launcher pytorch, i.e. '
-            'tools/dist_train.sh / tools/dist_test.sh'
+            f'{tool_command("dist_train.sh")} / {tool_command("dist_test.sh")}'
         )
 
     env_cfg = dict(cfg.get('env_cfg') or {})

@@ -1,60 +1,67 @@
-"""An epoch-based training loop that a checkpoint can stop and restart exactly.
+"""Training loops that a checkpoint can stop and restart exactly, by epochs and by iterations.
 
-mmengine's ``EpochBasedTrainLoop`` resumes at the start of the epoch after the checkpoint's and
-with freshly seeded random generators. :class:`ResumableEpochBasedTrainLoop` continues instead
-from the very batch after the checkpoint, with the random states the uninterrupted run had there,
-so the resumed run computes exactly what the uninterrupted one would have. What it takes:
+mmengine's ``EpochBasedTrainLoop`` resumes at the start of the epoch after the checkpoint's, and
+its ``IterBasedTrainLoop`` at the batch after the checkpoint's, both with freshly seeded random
+generators. :class:`ResumableEpochBasedTrainLoop` (detection configs) and
+:class:`ResumableIterBasedTrainLoop` (segmentation configs) continue instead from the very batch
+after the checkpoint, with the random states the uninterrupted run had there, so the resumed run
+computes exactly what the uninterrupted one would have. What it takes:
 
 - **Random states.** The states of Python's, numpy's and torch's generators at the checkpoint
   (saved by :class:`~mmfish.engine.hooks.FaultTolerantCheckpointHook`, one set per process) are
   restored just before the first batch after the checkpoint is loaded.
-- **Position in the epoch.** A checkpoint written in the middle of an epoch (on SIGTERM, or by
+- **Position in the data.** A checkpoint written in the middle of an epoch (on SIGTERM, or by
   iteration) restarts that epoch's data loader and loads, without training on them, the batches
   already trained on: the sampler gives the same order (it shuffles with ``seed + epoch``), and
-  data-loading workers, seeded afresh at each epoch, draw the same augmentations as before.
+  data-loading workers, seeded afresh at each epoch, draw the same augmentations as before. The
+  iteration-based loop records where its data loader is (the pass over the data, the batches
+  taken from it) and does the same for that pass; with an ``InfiniteSampler`` (mmseg's configs)
+  the one pass is the whole run, so a resume loads every batch since the start (as mmengine's
+  ``IterBasedTrainLoop`` does), which costs data loading but no training step.
 - **Every draw in its place.** Creating a data loader iterator draws a seed from torch's global
   generator: at an epoch's start the states are restored before the iterator is created (as the
   uninterrupted run had them there), in the middle of an epoch after the batches already trained
-  on are loaded again. Validation runs with the training's random states put aside and restored
+  on are loaded again. The iteration-based loop creates its first iterator when it is built, as
+  mmengine's does (so that a run draws the same random numbers as under mmengine's loop), but
+  for data-loading workers, which would take the sampler's first indices and their seeds at once:
+  then at its first batch, after a resumed run has set the checkpoint's seeds.
+- **Validation aside.** Validation runs with the training's random states put aside and restored
   after (:func:`~mmfish.engine.runner.random_state.preserved_rng_states`), so that it changes
   nothing for the training that follows.
 
 Exactness needs the same machine type, number of processes, batch size and data, deterministic
 algorithms (``randomness=dict(deterministic=True)``), and data-loading workers that are started
 afresh at each epoch: persistent workers (``persistent_workers=True`` with ``num_workers > 0``)
-carry their random states across epochs, where no checkpoint can reach them, and a run resumed
-after the first epoch then draws other augmentations (a warning says so).
+carry their random states across epochs (passes over the data), where no checkpoint can reach
+them, and a run resumed after the first epoch then draws other augmentations (a warning says so).
 """
 
 import functools
-from typing import Any, Dict, Iterator, Optional
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
-from mmengine.runner import EpochBasedTrainLoop
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmengine.runner.base_loop import BaseLoop
+from mmengine.runner.utils import calc_dynamic_intervals
+from torch.utils.data import DataLoader
 
-from mmfish.registry import LOOPS
+from mmfish.registry import register_loop
 
 from .random_state import RngStates, get_rng_states, preserved_rng_states, set_rng_states
 
 TRAIN_STATE_VERSION = 1
 
 
-@LOOPS.register_module()
-class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
-    """``EpochBasedTrainLoop`` that resumes mid-epoch on the uninterrupted run's random path.
+class _ResumableLoop:
+    """What both loops share: their random states in checkpoints, their checks on resuming, and
+    validation that leaves the training's random states as they were."""
 
-    Takes ``EpochBasedTrainLoop``'s arguments (``max_epochs``, ``val_begin``, ``val_interval``,
-    ``dynamic_intervals``). Configs select it with
-    ``train_cfg = dict(type='ResumableEpochBasedTrainLoop', ...)``;
-    :class:`~mmfish.engine.hooks.FaultTolerantCheckpointHook` writes and reads the state it needs
-    (:meth:`get_train_state`, :meth:`set_train_state`).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._resume_state: Optional[Dict[str, Any]] = None
-        self._rng_to_restore: Optional[RngStates] = None
-        self._validation_rng: Optional[RngStates] = None
+    runner: Any
+    dataloader: DataLoader
+    _resume_state: Optional[Dict[str, Any]] = None
+    _rng_to_restore: Optional[RngStates] = None
+    _validation_rng: Optional[RngStates] = None
 
     # --------------------------------------------------------------------------- checkpoint state
     def get_train_state(self) -> Dict[str, Any]:
@@ -85,64 +92,29 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         """
         self._resume_state = state
 
-    # --------------------------------------------------------------------------------- training
-    def run(self) -> torch.nn.Module:
-        """Train from the current epoch and iteration to ``max_epochs``."""
-        self.runner.call_hook('before_train')
-        if self._iter > 0:
-            self._prepare_resume()
-        while self._epoch < self._max_epochs and not self.stop_training:
-            self.run_epoch()
-            self._decide_current_val_interval()
-            if (
-                self.runner.val_loop is not None
-                and self._epoch >= self.val_begin
-                and (self._epoch % self.val_interval == 0 or self._epoch == self._max_epochs)
-            ):
-                with preserved_rng_states() as training_rng:
-                    self._validation_rng = training_rng
-                    try:
-                        self.runner.val_loop.run()
-                    finally:
-                        self._validation_rng = None
-        self.runner.call_hook('after_train')
-        return self.runner.model
-
-    def run_epoch(self) -> None:
-        """Train one epoch, from the batch after the checkpoint's when resuming mid-epoch."""
-        self.runner.call_hook('before_train_epoch')
-        self.runner.model.train()
-        done = self._iter - self._epoch * len(self.dataloader)
-        if done == 0:
-            self._restore_rng_states()  # before creating the iterator draws a seed
-        batches = self._batches_after(done)
-        self._restore_rng_states()  # after the batches loaded again drew theirs
-        for idx, data_batch in enumerate(batches, start=done):
-            self.run_iter(idx, data_batch)
-        self.runner.call_hook('after_train_epoch')
-        self._epoch += 1
-
+    # ------------------------------------------------------------------------------- resuming
     def _restore_rng_states(self) -> None:
         if self._rng_to_restore is not None:
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
-    def _batches_after(self, done: int) -> Iterator[Any]:
-        """The epoch's batches after the first ``done``, which are loaded and dropped."""
-        if done >= len(self.dataloader):
-            return iter(())  # the checkpoint ended the epoch: only its end-of-epoch hooks are due
-        batches = iter(self.dataloader)
-        if done:
-            self.runner.logger.info(
-                f'Resuming in the middle of epoch {self._epoch + 1}: loading the {done} batches '
-                'already trained on, to continue with the same data and augmentations'
-            )
-            for _ in range(done):
-                next(batches)
-        return batches
+    def _validate(self) -> None:
+        with preserved_rng_states() as training_rng:
+            self._validation_rng = training_rng
+            try:
+                self.runner.val_loop.run()
+            finally:
+                self._validation_rng = None
 
-    def _prepare_resume(self) -> None:
-        """Check a resumed checkpoint's state against this run and queue its random states."""
+    def _prepare_resume(self, data_epoch: int) -> Optional[Dict[str, Any]]:
+        """Check a resumed checkpoint's state against this run and queue its random states.
+
+        Args:
+            data_epoch: The pass over the training data that the resumed run continues.
+
+        Returns:
+            The state, or None for a checkpoint without one (with a warning).
+        """
         state, self._resume_state = self._resume_state, None
         logger = self.runner.logger
         if state is None or state.get('version') != TRAIN_STATE_VERSION:
@@ -152,7 +124,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
                 'optimizer and schedule, but augmentation and sampling draw other random numbers '
                 'than an uninterrupted run would (same data order; a different random path).'
             )
-            return
+            return None
         sampler = self.dataloader.sampler
         saved_seed = state['sampler']['seed']
         if saved_seed is not None and getattr(sampler, 'seed', saved_seed) != saved_seed:
@@ -175,7 +147,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
                 f'{self.dataloader.batch_size}: the resumed run cannot follow the same path.'
             )
         if self.dataloader.num_workers > 0 and self.dataloader.persistent_workers:
-            if self._epoch > 0:
+            if data_epoch > 0:
                 logger.warning(
                     'Resuming with persistent data-loading workers after the first epoch: their '
                     'random states (augmentation) are not in the checkpoint, so augmentations will '
@@ -183,3 +155,201 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
                     'run exact.'
                 )
         self._rng_to_restore = state['rng']
+        return state
+
+
+@register_loop
+class ResumableEpochBasedTrainLoop(_ResumableLoop, EpochBasedTrainLoop):
+    """``EpochBasedTrainLoop`` that resumes mid-epoch on the uninterrupted run's random path.
+
+    Takes ``EpochBasedTrainLoop``'s arguments (``max_epochs``, ``val_begin``, ``val_interval``,
+    ``dynamic_intervals``). Configs select it with
+    ``train_cfg = dict(type='ResumableEpochBasedTrainLoop', ...)``;
+    :class:`~mmfish.engine.hooks.FaultTolerantCheckpointHook` writes and reads the state it needs
+    (:meth:`get_train_state`, :meth:`set_train_state`).
+    """
+
+    def run(self) -> torch.nn.Module:
+        """Train from the current epoch and iteration to ``max_epochs``."""
+        self.runner.call_hook('before_train')
+        if self._iter > 0:
+            self._prepare_resume(self._epoch)
+        while self._epoch < self._max_epochs and not self.stop_training:
+            self.run_epoch()
+            self._decide_current_val_interval()
+            if (
+                self.runner.val_loop is not None
+                and self._epoch >= self.val_begin
+                and (self._epoch % self.val_interval == 0 or self._epoch == self._max_epochs)
+            ):
+                self._validate()
+        self.runner.call_hook('after_train')
+        return self.runner.model
+
+    def run_epoch(self) -> None:
+        """Train one epoch, from the batch after the checkpoint's when resuming mid-epoch."""
+        self.runner.call_hook('before_train_epoch')
+        self.runner.model.train()
+        done = self._iter - self._epoch * len(self.dataloader)
+        if done == 0:
+            self._restore_rng_states()  # before creating the iterator draws a seed
+        batches = self._batches_after(done)
+        self._restore_rng_states()  # after the batches loaded again drew theirs
+        for idx, data_batch in enumerate(batches, start=done):
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook('after_train_epoch')
+        self._epoch += 1
+
+    def _batches_after(self, done: int) -> Iterator[Any]:
+        """The epoch's batches after the first ``done``, which are loaded and dropped."""
+        if done >= len(self.dataloader):
+            return iter(())  # the checkpoint ended the epoch: only its end-of-epoch hooks are due
+        batches = iter(self.dataloader)
+        if done:
+            self.runner.logger.info(
+                f'Resuming in the middle of epoch {self._epoch + 1}: loading the {done} batches '
+                'already trained on, to continue with the same data and augmentations'
+            )
+            for _ in range(done):
+                next(batches)
+        return batches
+
+
+def _set_sampler_epoch(dataloader: DataLoader, epoch: int) -> None:
+    """``set_epoch`` on the data loader's sampler, where it has one (as mmengine's loop does)."""
+    for sampler in (
+        getattr(dataloader, 'sampler', None),
+        getattr(getattr(dataloader, 'batch_sampler', None), 'sampler', None),
+    ):
+        if hasattr(sampler, 'set_epoch'):
+            sampler.set_epoch(epoch)
+            return
+
+
+class _Batches:
+    """The training batches, pass after pass over the data, and where they are.
+
+    mmengine's ``_InfiniteDataloaderIterator`` (a new data loader iterator, with the sampler's
+    epoch advanced, whenever one pass ends) plus: the first iterator is created by :meth:`start`
+    or at the first batch, and the position is kept (:attr:`epoch`, the pass; :attr:`batches`,
+    the batches taken in it).
+    """
+
+    def __init__(self, dataloader: DataLoader, epoch: int = 0) -> None:
+        self.dataloader = dataloader
+        self.epoch = epoch
+        self.batches = 0
+        self._iterator: Optional[Iterator[Any]] = None
+        if epoch > 0:
+            _set_sampler_epoch(dataloader, epoch)
+
+    def __iter__(self) -> '_Batches':
+        return self
+
+    def start(self) -> None:
+        """Create the data loader iterator of this pass now (it draws a seed from torch's)."""
+        self._iterator = iter(self.dataloader)
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self.start()
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self.epoch += 1
+            self.batches = 0
+            _set_sampler_epoch(self.dataloader, self.epoch)
+            if self.dataloader.num_workers > 0:
+                time.sleep(2)  # mmengine's pause against a deadlock of workers between passes
+            self._iterator = iter(self.dataloader)
+            batch = next(self._iterator)
+        self.batches += 1
+        return batch
+
+
+@register_loop
+class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
+    """``IterBasedTrainLoop`` that resumes on the uninterrupted run's data and random path.
+
+    Takes ``IterBasedTrainLoop``'s arguments (``max_iters``, ``val_begin``, ``val_interval``,
+    ``dynamic_intervals``). Configs select it with
+    ``train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=...)``;
+    :class:`~mmfish.engine.hooks.FaultTolerantCheckpointHook` writes and reads the state it needs
+    (:meth:`get_train_state`, :meth:`set_train_state`).
+    """
+
+    def __init__(
+        self,
+        runner,
+        dataloader: Union[DataLoader, Dict],
+        max_iters: int,
+        val_begin: int = 1,
+        val_interval: int = 1000,
+        dynamic_intervals: Optional[List[Tuple[int, int]]] = None,
+    ) -> None:
+        # IterBasedTrainLoop.__init__ (mmengine 0.10.7) but for its data iterator, which it
+        # creates at once: one with workers would take indices from an InfiniteSampler, and seed
+        # its workers, before a resumed run could set the checkpoint's seeds (and, replaced,
+        # would close the sampler's index stream, which all its iterators share).
+        BaseLoop.__init__(self, runner, dataloader)
+        self._max_iters = int(max_iters)
+        if self._max_iters != max_iters:
+            raise ValueError(f'max_iters must be an integer, got {max_iters!r}')
+        self._max_epochs = 1
+        self._epoch = 0
+        self._iter = 0
+        self.val_begin = val_begin
+        self.val_interval = val_interval
+        self.stop_training = False  # set by EarlyStoppingHook
+        if hasattr(self.dataloader.dataset, 'metainfo'):
+            self.runner.visualizer.dataset_meta = self.dataloader.dataset.metainfo
+        self.dynamic_milestones, self.dynamic_intervals = calc_dynamic_intervals(
+            self.val_interval, dynamic_intervals
+        )
+        self.dataloader_iterator = _Batches(self.dataloader)
+        if self.dataloader.num_workers == 0:
+            self.dataloader_iterator.start()  # now, as mmengine's loop: the same random draws
+
+    def get_train_state(self) -> Dict[str, Any]:
+        """:meth:`_ResumableLoop.get_train_state` plus the data loader's position (``data``)."""
+        state = super().get_train_state()
+        batches = self.dataloader_iterator
+        state['data'] = dict(epoch=batches.epoch, batches=batches.batches)
+        return state
+
+    def run(self) -> torch.nn.Module:
+        """Train from the current iteration to ``max_iters``."""
+        self.runner.call_hook('before_train')
+        # the whole run is one epoch for the hooks, as in IterBasedTrainLoop
+        self.runner.call_hook('before_train_epoch')
+        if self._iter > 0:
+            self._resume_data()
+        while self._iter < self._max_iters and not self.stop_training:
+            self.runner.model.train()
+            data_batch = next(self.dataloader_iterator)
+            self.run_iter(data_batch)
+            self._decide_current_val_interval()
+            if (
+                self.runner.val_loop is not None
+                and self._iter >= self.val_begin
+                and (self._iter % self.val_interval == 0 or self._iter == self._max_iters)
+            ):
+                self._validate()
+        self.runner.call_hook('after_train_epoch')
+        self.runner.call_hook('after_train')
+        return self.runner.model
+
+    def _resume_data(self) -> None:
+        """Put the data loader where the checkpoint's was, then restore the random states."""
+        position = self._resume_state and self._resume_state.get('data')
+        epoch, done = (position['epoch'], position['batches']) if position else (0, self._iter)
+        self._prepare_resume(epoch)  # before the first iterator: it may correct the seeds
+        self.dataloader_iterator = _Batches(self.dataloader, epoch)
+        self.runner.logger.info(
+            f'Resuming at iteration {self._iter}: loading the {done} batches already taken from '
+            'the data loader (in its current pass over the data), to continue with the same data '
+            'and augmentations'
+        )
+        for _ in range(done):
+            next(self.dataloader_iterator)
+        self._restore_rng_states()  # after the batches loaded again drew theirs

@@ -8,7 +8,7 @@ normalised. Names follow the paper: a stage has ``blocks`` (its trunk), an optio
 channel-wise reduction r(x), the head's down-sampling uses a 2x2 max pool and no convolution.
 """
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,8 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 
 from mmfish.utils.typing import ConfigType, OptConfigType
+
+from ..layers.channel_reduction import channel_reduction
 
 
 def build_norm(norm_cfg: ConfigType, num_features: int) -> nn.Module:
@@ -54,53 +56,6 @@ def norm_act_conv(
             bias=False,
         ),
     )
-
-
-def same_memory_format(x: torch.Tensor) -> torch.memory_format:
-    """``torch.channels_last`` for an NHWC tensor, else ``torch.contiguous_format``."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-class _ChannelReduction(torch.autograd.Function):
-    """r(x) with fast kernels in both memory formats.
-
-    The reference's ``x.view(n, c // k, k, h, w).sum(2)`` is a reduction over a dimension of
-    size k, which on a channels-last CPU tensor costs 15x an addition (69 ms against 4 ms for
-    (8, 512, 56, 56)); its autograd backward (expand, then reshape) also writes an NCHW
-    gradient into an NHWC network, which makes the next element-wise kernels slow. Here the
-    forward adds k strided channel slices (for k = 2, bit for bit the reference's sums) and the
-    backward copies each output channel's gradient to its k inputs, in the gradient's format.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, k: int) -> torch.Tensor:
-        ctx.k = k
-        out = x[:, 0::k]
-        for i in range(1, k):
-            out = out + x[:, i::k]
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> Tuple[torch.Tensor, None]:
-        n, c, h, w = grad_out.shape
-        grad_in = torch.empty(
-            (n, c * ctx.k, h, w),
-            dtype=grad_out.dtype,
-            device=grad_out.device,
-            memory_format=same_memory_format(grad_out),
-        )
-        for i in range(ctx.k):
-            grad_in[:, i :: ctx.k] = grad_out  # the sum passes its gradient straight through
-        return grad_in, None
-
-
-def channel_reduction(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The paper's r(x): sum every ``k`` adjacent channels, (N, C, H, W) -> (N, C // k, H, W)."""
-    if k == 1:
-        return x
-    return _ChannelReduction.apply(x, k)
 
 
 class PreActBottleneck(BaseModule):
@@ -432,7 +387,6 @@ __all__ = [
     'ScoreHead',
     'Stem',
     'TailStage',
-    'channel_reduction',
     'make_blocks',
     'build_norm',
     'norm_act_conv',

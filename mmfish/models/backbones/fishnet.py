@@ -29,17 +29,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import PretrainedInit
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.model.weight_init import PretrainedInit, update_init_info
+from mmengine.runner import checkpoint as mmengine_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmfish.models.layers.memory_format import to_nchw
 from mmfish.registry import register_model
+from mmfish.utils.mim import tool_command
 from mmfish.utils.paths import checkpoint_exists
 from mmfish.utils.typing import ConfigType, OptConfigType, OptMultiConfig
 
 from .fish_blocks import BodyStage, Bridge, HeadStage, ScoreHead, Stem, TailStage, build_norm
-from .fishnet_pretrained import check_pretrained, missing_checkpoint_message
+from .fishnet_pretrained import (
+    LoadTarget,
+    PretrainedMismatchError,
+    backbone_state_dict,
+    check_pretrained,
+    missing_checkpoint_message,
+)
+from .variants import ARCH_SETTINGS, PLAIN_BOTTLENECK, REFERENCE_CHANNELS
 
 # Which earlier feature each body / head stage transfers (reference ``trans_map=(2,1,0,6,5,4)``):
 # the body refines with tail features 2, 1 and the stem; the head with body features 6, 5 and
@@ -67,23 +77,10 @@ CONSUMER_NORMS: Dict[int, str] = {
     9: 'head.2.blocks.0.norm1',
     10: 'score.conv.0',
 }
-_NORM_STATE = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+# The state-dict entries of a norm layer (BatchNorm's; GroupNorm has the first two).
+NORM_STATE = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
 # out_norms before they were keyed by feature index: ``out_norms.<position>.0.<leaf>``.
 _POSITIONAL_OUT_NORM_RE = re.compile(r'^out_norms\.(\d+)\.0\.(\w+)$')
-
-# The reference's network_planes [64, 128, 256, 512, 512, 512, 384, 256, 320, 832, 1600] are
-# shared by all variants: stem, tail (x3), bridge (= last tail), body (x3) and head. The head's
-# planes equal its input channels (no channel reduction), so they are derived, not set.
-_REFERENCE_CHANNELS = dict(
-    stem_channels=64, tail_channels=(128, 256, 512), body_channels=(512, 384, 256)
-)
-# FishNet's bottlenecks: ungrouped, out_channels // 4 wide. FishNeXt sets both (see arch_settings).
-_PLAIN_BOTTLENECK = dict(groups=1, group_width=None)
-
-
-# Rows of an NHWC -> NCHW copy done at a time on CPU (bytes): about the L2 cache.
-_CONVERT_CHUNK_BYTES = 1 << 20
-
 
 BN_SINGLE_VALUE_ERROR = 'Expected more than 1 value per channel'
 
@@ -104,51 +101,9 @@ def single_value_batch_norm_message(x: torch.Tensor) -> str:
     )
 
 
-def nhwc_to_nchw_copy(x: torch.Tensor) -> torch.Tensor:
-    """``x.contiguous()`` for an NHWC ``x``; on CPU a few rows at a time.
-
-    torch's one-call copy transposes the whole tensor at once: on the large maps of a detection
-    input it measured 1.7-5x slower than copying blocks of rows that fit in the cache (2
-    threads: (1, 320, 200, 304) 92 against 53 ms, (1, 832, 100, 152) 93 against 30 ms). Same
-    values, bit for bit: it is a copy.
-    """
-    if x.device.type != 'cpu':
-        return x.contiguous()
-    n, c, h, w = x.shape
-    rows = max(1, _CONVERT_CHUNK_BYTES // max(1, n * c * w * x.element_size()))
-    if rows >= h:
-        return x.contiguous()
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    for top in range(0, h, rows):
-        out[:, :, top : top + rows].copy_(x[:, :, top : top + rows])
-    return out
-
-
-class _NHWCToNCHW(torch.autograd.Function):
-    """``x.contiguous()`` for an NHWC ``x``, whose backward hands back an NHWC gradient.
-
-    A neck gives NCHW gradients; fed to the NHWC network they would make its element-wise
-    backward kernels mix formats, which on CPU is up to 10x slower than either (the out_norm
-    ReLU's backward on (8, 320, 56, 56): 27 ms against 3 ms). One copy here is cheaper.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return nhwc_to_nchw_copy(x)
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-        return grad_out.contiguous(memory_format=torch.channels_last)
-
-
-def to_nchw(x: torch.Tensor) -> torch.Tensor:
-    """An NCHW-contiguous ``x``: consumers may read raw memory as NCHW (mmcv's RoIAlign does,
-    and misreads an NHWC tensor without an error)."""
-    if x.is_contiguous():
-        return x
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return _NHWCToNCHW.apply(x)
-    return x.contiguous()
+def _is_pretrained(cfg: Mapping) -> bool:
+    """Whether an init config is mmengine's ``Pretrained`` with a checkpoint to load."""
+    return cfg.get('type') in ('Pretrained', PretrainedInit) and bool(cfg.get('checkpoint'))
 
 
 @register_model
@@ -193,15 +148,17 @@ class FishNet(BaseModule):
         norm_eval: Keep norm layers in eval mode (frozen statistics) while training.
         with_cp: Gradient checkpointing in the stem and every residual block (``True`` or
             ``'block'``): their activations are recomputed in backward instead of kept. Same
-            results; at 800x1216 fishnet150 trains in about half the memory (README, "Speed").
+            results in less memory (docs/benchmark_cpu.md and docs/benchmark_gpu.md measure it).
             ``'stage'`` checkpoints the stem and each whole stage instead (tail, bridge, body and
             head stages): a tenth as many checkpoints, for GPUs, where each one costs host time;
             backward then holds one stage's activations at a time.
         channels_last: Run the network in the channels-last (NHWC) memory format: on CPUs
-            (oneDNN) and GPU tensor cores its convolutions are much faster (README, "Speed").
-            Inputs are converted; the returned features are NCHW-contiguous whatever this says,
-            because mmcv's CPU ops (RoIAlign) read raw memory and would silently misread an NHWC
-            tensor. Values equal the contiguous network's up to float rounding order.
+            (oneDNN) and GPU tensor cores its convolutions are faster (docs/benchmark_cpu.md,
+            docs/benchmark_gpu.md). Inputs are converted; the returned features are
+            NCHW-contiguous whatever this says, because mmcv's CPU ops (RoIAlign) read raw
+            memory and would silently misread an NHWC tensor
+            (:mod:`~mmfish.models.layers.memory_format`). Values equal the contiguous network's
+            up to float rounding order.
         init_cfg: None is the reference's initialisation (conv weights normal with std
             ``sqrt(2 / (k * k * out_channels))``, norms 1 and 0); or an mmengine init config,
             e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``. A
@@ -225,40 +182,8 @@ class FishNet(BaseModule):
         (1, 2112, 7, 8)
     """
 
-    arch_settings: Dict[str, dict] = {
-        'fishnet99': dict(
-            tail_blocks=(2, 2, 6),
-            bridge_blocks=2,
-            body_blocks=(1, 1, 1),
-            head_blocks=(1, 2, 2),
-            body_transfer_blocks=(1, 1, 1),
-            head_transfer_blocks=(1, 1, 4),
-        ),
-        'fishnet150': dict(
-            tail_blocks=(2, 4, 8),
-            bridge_blocks=4,
-            body_blocks=(2, 2, 2),
-            head_blocks=(2, 2, 4),
-            body_transfer_blocks=(2, 2, 2),
-            head_transfer_blocks=(2, 2, 4),
-        ),
-        'fishnet201': dict(
-            tail_blocks=(3, 4, 12),
-            bridge_blocks=4,
-            body_blocks=(2, 2, 2),
-            head_blocks=(2, 3, 10),
-            body_transfer_blocks=(2, 2, 2),
-            head_transfer_blocks=(2, 2, 9),
-        ),
-    }
-    # FishNeXt-150 (the paper's residual blocks "with identity mapping and grouping",
-    # as ResNeXt; no reference code): FishNet-150's blocks with a grouped 3x3 convolution of
-    # 48 groups, 2 channels per group in the blocks working at stride 4, doubling with each
-    # halving of the resolution (4, 8, 16 at strides 8, 16, 32): bottleneck widths 96, 192,
-    # 384, 768. 48 groups of 2 is the setting that puts the classifier at about 26M
-    # parameters as the paper says (26,750,888 with a 1000-class score head; 32 groups of
-    # 2 give 19.3M, 32 of 3 give 27.6M).
-    arch_settings['fishnext150'] = dict(arch_settings['fishnet150'], groups=48, group_width=2)
+    # The one table of variants (:mod:`~mmfish.models.backbones.variants`), by name.
+    arch_settings: Dict[str, dict] = ARCH_SETTINGS
 
     def __init__(
         self,
@@ -281,9 +206,176 @@ class FishNet(BaseModule):
         self.variant_name: Optional[str] = next(
             (name for name in self.arch_settings if self._parse_arch(name) == self.arch), None
         )
+        self._check_options(in_channels, frozen_stages, num_classes, with_cp)
+        self.out_indices = self._check_out_indices(out_indices)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.channels_last = channels_last
+        self.norm_cfg = norm_cfg
+
+        # Built stage by stage in feature order; each step records the features it builds in
+        # ``feature_info`` (name, channels, stride) and reads its input's from there. Stages
+        # after the last feature needed (by out_indices, or by the score head) are not built.
+        self.feature_info: List[dict] = []
+        last = NUM_FEATURES - 1 if num_classes is not None else max(self.out_indices)
+        block_kwargs = dict(
+            norm_cfg=norm_cfg,
+            conv_cfg=conv_cfg,
+            with_cp=with_cp in (True, 'block'),
+            groups=self.arch['groups'],
+        )
+        self.stem = self._build_stem(in_channels, norm_cfg, conv_cfg)
+        self.tail = self._build_tail(last, block_kwargs)
+        self.bridge = self._build_bridge(last, block_kwargs)
+        self.body = self._build_body(last, block_kwargs)
+        self.head = self._build_head(last, block_kwargs)
+        self.out_channels: Tuple[int, ...] = tuple(
+            self.feature_info[i]['channels'] for i in self.out_indices
+        )
+        self.out_strides: Tuple[int, ...] = tuple(
+            self.feature_info[i]['stride'] for i in self.out_indices
+        )
+        self.out_norms = self._build_out_norms(out_norm, norm_cfg)
+        self.score = self._build_score(num_classes, norm_cfg, conv_cfg)
+
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------------------ build steps
+    def _record(self, name: str, channels: int, stride: int) -> None:
+        """Append the feature just built to ``feature_info``."""
+        self.feature_info.append(dict(name=name, channels=channels, stride=stride))
+
+    def _next_needed(self, last: int) -> bool:
+        """Whether the next feature (index ``len(feature_info)``) is needed: not after ``last``."""
+        return len(self.feature_info) <= last
+
+    def _last_built(self) -> Tuple[int, int]:
+        """Channels and stride of the last feature built: the next stage's input."""
+        return self.feature_info[-1]['channels'], self.feature_info[-1]['stride']
+
+    def _build_stem(self, in_channels: int, norm_cfg: ConfigType, conv_cfg: OptConfigType) -> Stem:
+        """Feature 0: three 3x3 convolutions and a max pool, stride 4."""
+        stem = Stem(in_channels, self.arch['stem_channels'], norm_cfg, conv_cfg)
+        self._record('stem', self.arch['stem_channels'], 4)
+        return stem
+
+    def _build_tail(self, last: int, block_kwargs: dict) -> nn.ModuleList:
+        """Features 1-3: residual blocks, each stage halving the resolution."""
+        tail = nn.ModuleList()
+        stages = zip(self.arch['tail_channels'], self.arch['tail_blocks'])
+        for i, (out_channels, num_blocks) in enumerate(stages):
+            if not self._next_needed(last):
+                break
+            channels, stride = self._last_built()
+            mid_channels = self._mid_channels(stride)
+            tail.append(
+                TailStage(
+                    channels, out_channels, num_blocks, mid_channels=mid_channels, **block_kwargs
+                )
+            )
+            self._record(f'tail.{i}', out_channels, stride * 2)
+        return tail
+
+    def _build_bridge(self, last: int, block_kwargs: dict) -> Optional[Bridge]:
+        """Feature 4: the SE-like bridge, at the tail's last resolution."""
+        if not self._next_needed(last):
+            return None
+        channels, stride = self._last_built()
+        bridge = Bridge(
+            channels,
+            self.arch['bridge_blocks'],
+            mid_channels=self._mid_channels(stride),
+            **block_kwargs,
+        )
+        self._record('bridge', channels, stride)
+        return bridge
+
+    def _build_body(self, last: int, block_kwargs: dict) -> nn.ModuleList:
+        """Features 5-7: up-sampling stages, each refined with a transferred tail feature."""
+        body = nn.ModuleList()
+        stages = zip(
+            self.arch['body_channels'],
+            self.arch['body_blocks'],
+            self.arch['body_transfer_blocks'],
+            BODY_TRANSFER_SOURCES,
+        )
+        for i, (out_channels, num_blocks, num_transfer_blocks, source) in enumerate(stages):
+            if not self._next_needed(last):
+                break
+            channels, stride = self._last_built()
+            lateral = self.feature_info[source]
+            assert lateral['stride'] == stride // 2
+            stage = BodyStage(
+                channels,
+                out_channels,
+                lateral['channels'],
+                num_blocks,
+                num_transfer_blocks,
+                dilation=2**i,
+                mid_channels=self._mid_channels(stride),
+                transfer_mid_channels=self._mid_channels(lateral['stride']),
+                **block_kwargs,
+            )
+            body.append(stage)
+            self._record(f'body.{i}', stage.out_channels, stride // 2)
+        return body
+
+    def _build_head(self, last: int, block_kwargs: dict) -> nn.ModuleList:
+        """Features 8-10: down-sampling stages, each refined with a transferred body feature."""
+        head = nn.ModuleList()
+        stages = zip(
+            self.arch['head_blocks'], self.arch['head_transfer_blocks'], HEAD_TRANSFER_SOURCES
+        )
+        for i, (num_blocks, num_transfer_blocks, source) in enumerate(stages):
+            if not self._next_needed(last):
+                break
+            channels, stride = self._last_built()
+            lateral = self.feature_info[source]
+            assert lateral['stride'] == stride * 2
+            stage = HeadStage(
+                channels,
+                channels,
+                lateral['channels'],
+                num_blocks,
+                num_transfer_blocks,
+                mid_channels=self._mid_channels(stride),
+                transfer_mid_channels=self._mid_channels(lateral['stride']),
+                **block_kwargs,
+            )
+            head.append(stage)
+            self._record(f'head.{i}', stage.out_channels, stride * 2)
+        return head
+
+    def _build_out_norms(self, out_norm: bool, norm_cfg: ConfigType) -> Optional[nn.ModuleDict]:
+        """A norm per returned feature (``out_norms.<index>``), filled from the consumer norms of
+        an ImageNet checkpoint when it is loaded; None without ``out_norm``."""
+        if not out_norm:
+            return None
+        self._register_load_state_dict_pre_hook(self._fill_out_norms)
+        return nn.ModuleDict(
+            {str(i): build_norm(norm_cfg, c) for i, c in zip(self.out_indices, self.out_channels)}
+        )
+
+    def _build_score(
+        self, num_classes: Optional[int], norm_cfg: ConfigType, conv_cfg: OptConfigType
+    ) -> Optional[ScoreHead]:
+        """The reference's classifier on the last feature; None without ``num_classes``."""
+        if num_classes is None:
+            return None
+        return ScoreHead(self.feature_info[-1]['channels'], num_classes, norm_cfg, conv_cfg)
+
+    # ----------------------------------------------------------------------------------- checks
+    @staticmethod
+    def _check_options(
+        in_channels: int, frozen_stages: int, num_classes: Optional[int], with_cp: Union[bool, str]
+    ) -> None:
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
-        self.out_indices = self._check_out_indices(out_indices)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < NUM_FEATURES:
             raise ValueError(
                 f'frozen_stages must be an int in [-1, {NUM_FEATURES - 1}] (-1 freezes nothing, '
@@ -296,122 +388,7 @@ class FishNet(BaseModule):
                 f"with_cp must be False, True (or 'block': every block) or 'stage' (every "
                 f'stage), got {with_cp!r}'
             )
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        self.channels_last = channels_last
-        self.norm_cfg = norm_cfg
 
-        # Build stage by stage, recording each feature's channels and stride as it is made.
-        last = NUM_FEATURES - 1 if num_classes is not None else max(self.out_indices)
-        arch_cfg = self.arch
-        block_kwargs = dict(
-            norm_cfg=norm_cfg,
-            conv_cfg=conv_cfg,
-            with_cp=with_cp in (True, 'block'),
-            groups=arch_cfg['groups'],
-        )
-        mid = self._mid_channels
-        self.feature_info: List[dict] = []
-
-        def record(name: str, channels: int, stride: int) -> bool:
-            self.feature_info.append(dict(name=name, channels=channels, stride=stride))
-            return len(self.feature_info) <= last
-
-        self.stem = Stem(in_channels, arch_cfg['stem_channels'], norm_cfg, conv_cfg)
-        building = record('stem', arch_cfg['stem_channels'], 4)
-
-        self.tail = nn.ModuleList()
-        channels, stride = arch_cfg['stem_channels'], 4
-        for i, (out_ch, n) in enumerate(zip(arch_cfg['tail_channels'], arch_cfg['tail_blocks'])):
-            if not building:
-                break
-            self.tail.append(
-                TailStage(channels, out_ch, n, mid_channels=mid(stride), **block_kwargs)
-            )
-            channels, stride = out_ch, stride * 2
-            building = record(f'tail.{i}', channels, stride)
-
-        self.bridge = None
-        if building:
-            self.bridge = Bridge(
-                channels, arch_cfg['bridge_blocks'], mid_channels=mid(stride), **block_kwargs
-            )
-            building = record('bridge', channels, stride)
-
-        self.body = nn.ModuleList()
-        for i, (out_ch, n, n_transfer) in enumerate(
-            zip(
-                arch_cfg['body_channels'], arch_cfg['body_blocks'], arch_cfg['body_transfer_blocks']
-            )
-        ):
-            if not building:
-                break
-            lateral = self.feature_info[BODY_TRANSFER_SOURCES[i]]
-            stage = BodyStage(
-                channels,
-                out_ch,
-                lateral['channels'],
-                n,
-                n_transfer,
-                dilation=2**i,
-                mid_channels=mid(stride),
-                transfer_mid_channels=mid(lateral['stride']),
-                **block_kwargs,
-            )
-            self.body.append(stage)
-            channels, stride = stage.out_channels, stride // 2
-            assert lateral['stride'] == stride
-            building = record(f'body.{i}', channels, stride)
-
-        self.head = nn.ModuleList()
-        for i, (n, n_transfer) in enumerate(
-            zip(arch_cfg['head_blocks'], arch_cfg['head_transfer_blocks'])
-        ):
-            if not building:
-                break
-            lateral = self.feature_info[HEAD_TRANSFER_SOURCES[i]]
-            stage = HeadStage(
-                channels,
-                channels,
-                lateral['channels'],
-                n,
-                n_transfer,
-                mid_channels=mid(stride),
-                transfer_mid_channels=mid(lateral['stride']),
-                **block_kwargs,
-            )
-            self.head.append(stage)
-            channels, stride = stage.out_channels, stride * 2
-            assert lateral['stride'] == stride
-            building = record(f'head.{i}', channels, stride)
-
-        self.out_channels: Tuple[int, ...] = tuple(
-            self.feature_info[i]['channels'] for i in self.out_indices
-        )
-        self.out_strides: Tuple[int, ...] = tuple(
-            self.feature_info[i]['stride'] for i in self.out_indices
-        )
-        self.out_norms = None
-        if out_norm:
-            self.out_norms = nn.ModuleDict(
-                {
-                    str(i): build_norm(norm_cfg, c)
-                    for i, c in zip(self.out_indices, self.out_channels)
-                }
-            )
-            self._register_load_state_dict_pre_hook(self._fill_out_norms)
-        self.score = None
-        if num_classes is not None:
-            self.score = ScoreHead(channels, num_classes, norm_cfg, conv_cfg)
-
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
-        self._freeze_stages()
-
-    # ----------------------------------------------------------------------------------- checks
     @classmethod
     def _parse_arch(cls, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
@@ -420,11 +397,11 @@ class FishNet(BaseModule):
                     f'Unknown FishNet arch {arch!r}: valid are {sorted(cls.arch_settings)}, '
                     'or a dict of block counts.'
                 )
-            return {**_REFERENCE_CHANNELS, **_PLAIN_BOTTLENECK, **cls.arch_settings[arch]}
+            return {**REFERENCE_CHANNELS, **PLAIN_BOTTLENECK, **cls.arch_settings[arch]}
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
         required = set(cls.arch_settings['fishnet150'])
-        optional = set(_REFERENCE_CHANNELS) | set(_PLAIN_BOTTLENECK)
+        optional = set(REFERENCE_CHANNELS) | set(PLAIN_BOTTLENECK)
         unknown, missing = set(arch) - required - optional, required - set(arch)
         if unknown or missing:
             raise KeyError(
@@ -432,8 +409,8 @@ class FishNet(BaseModule):
                 f'{sorted(optional)}; unknown: {sorted(unknown)}, '
                 f'missing: {sorted(missing)}.'
             )
-        parsed = {**_REFERENCE_CHANNELS, **_PLAIN_BOTTLENECK, **arch}
-        for key in _PLAIN_BOTTLENECK:
+        parsed = {**REFERENCE_CHANNELS, **PLAIN_BOTTLENECK, **arch}
+        for key in PLAIN_BOTTLENECK:
             value = parsed.pop(key)
             if not (value is None and key == 'group_width') and not (
                 isinstance(value, int) and not isinstance(value, bool) and value > 0
@@ -598,7 +575,7 @@ class FishNet(BaseModule):
             if f'{source}weight' not in state_dict:
                 missing.append(index)
                 continue
-            for leaf in _NORM_STATE:
+            for leaf in NORM_STATE:
                 if source + leaf in state_dict:
                     state_dict[target + leaf] = state_dict[source + leaf].clone()
         return missing
@@ -614,7 +591,7 @@ class FishNet(BaseModule):
                 f'{[CONSUMER_NORMS[i] for i in missing]}), so their out norms keep their '
                 'initial statistics (mean 0, variance 1): under norm_eval they stay the '
                 "identity. Convert the authors' checkpoint again with "
-                'tools/model_converters/fishnet2mmdet.py, which writes them '
+                f'{tool_command("model_converters/fishnet2mmdet.py")}, which writes them '
                 '(README, "ImageNet weights").',
                 stacklevel=2,
             )
@@ -646,14 +623,36 @@ class FishNet(BaseModule):
     def init_weights(self) -> None:
         """Reference initialisation when ``init_cfg`` is None, else mmengine's.
 
-        A ``Pretrained`` checkpoint is checked first (:func:`~mmfish.models.backbones.
-        fishnet_pretrained.check_pretrained`): a missing file, or one that would load only in
-        part (another variant, other keys or shapes), stops here with the fix.
+        A ``Pretrained`` checkpoint is read once, here: checked first
+        (:func:`~mmfish.models.backbones.fishnet_pretrained.check_pretrained`; a missing file,
+        or one that would load only in part: another variant, other keys or shapes, stops here
+        with the fix), then loaded as mmengine's ``Pretrained`` init loads it (non-strict, with
+        its ``prefix`` and ``map_location``, after the other init configs), so that mmengine
+        does not read it again.
         """
-        if self.init_cfg is not None:
-            self._check_pretrained_files()
+        if self.init_cfg is None:
+            self._reference_init()
+            return
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        pretrained = [cfg for cfg in cfgs if _is_pretrained(cfg)]
+        if not pretrained or self.is_init:
             super().init_weights()
             return
+        state_dicts = [self._read_pretrained(cfg) for cfg in pretrained]  # all checked first
+        init_cfg = self.init_cfg
+        self.init_cfg = [cfg for cfg in cfgs if not _is_pretrained(cfg)]
+        try:
+            super().init_weights()  # the other init configs; marks this module initialised
+        finally:
+            self.init_cfg = init_cfg
+        for cfg, state_dict in zip(pretrained, state_dicts):
+            mmengine_checkpoint.load_state_dict(self, state_dict, strict=False, logger='current')
+            if hasattr(self, '_params_init_info'):  # inside a model that logs how it was set
+                update_init_info(self, init_info=f'PretrainedInit: load from {cfg["checkpoint"]}')
+
+    def _reference_init(self) -> None:
+        """The reference's initialisation: conv weights normal with std
+        ``sqrt(2 / (k * k * out_channels))``, norm weights 1 and biases 0."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 kh, kw = module.kernel_size
@@ -663,19 +662,36 @@ class FishNet(BaseModule):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def _check_pretrained_files(self) -> None:
-        """Every ``Pretrained`` checkpoint of ``init_cfg`` exists and fits this model.
+    def load_target(self) -> LoadTarget:
+        """What the check of a ``Pretrained`` file needs to know of this model, as plain data."""
+        return LoadTarget(
+            variant=self.variant_name,
+            shapes={key: tuple(value.shape) for key, value in self.state_dict().items()},
+            frozen_stages=self.frozen_stages,
+            norm_eval=self.norm_eval,
+            norm_cfg=self.norm_cfg,
+        )
 
-        Read once here and once more by mmengine's loader: a second read of a file of about
-        100 MB, once per training.
-        """
-        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
-        for cfg in cfgs:
-            if cfg.get('type') not in ('Pretrained', PretrainedInit) or not cfg.get('checkpoint'):
-                continue
-            path = cfg['checkpoint']
-            if not checkpoint_exists(path):
-                raise FileNotFoundError(missing_checkpoint_message(self, path))
-            checkpoint = _load_checkpoint(path, map_location='cpu')
-            if isinstance(checkpoint, Mapping):
-                check_pretrained(self, checkpoint, path, cfg.get('prefix'))
+    def _read_pretrained(self, cfg: Mapping) -> Mapping[str, torch.Tensor]:
+        """Read the checkpoint of a ``Pretrained`` init config once, check that it fits this
+        model, and return the state dict to load (as mmengine's ``PretrainedInit`` would)."""
+        path, prefix = cfg['checkpoint'], cfg.get('prefix')
+        if not checkpoint_exists(path):
+            raise FileNotFoundError(missing_checkpoint_message(self.load_target(), path))
+        if prefix is None:
+            print_log(f'load model from: {path}', logger='current')
+        else:
+            print_log(f'load {prefix} in model from: {path}', logger='current')
+        checkpoint = mmengine_checkpoint._load_checkpoint(
+            path, map_location=cfg.get('map_location', 'cpu')
+        )
+        if not isinstance(checkpoint, Mapping):
+            raise PretrainedMismatchError(
+                f'The Pretrained checkpoint {path!r} holds a {type(checkpoint).__name__}, not a '
+                'state dict (a mapping of names to tensors).'
+            )
+        state_dict, meta = backbone_state_dict(checkpoint, prefix)
+        filled = dict(state_dict)
+        self.fill_out_norms(filled)  # out norms from their consumers' keys, as loading does
+        check_pretrained(filled, meta, self.load_target(), path, prefix)
+        return state_dict

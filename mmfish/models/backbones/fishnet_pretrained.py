@@ -1,9 +1,11 @@
 """Which ImageNet weights each FishNet variant can start from, and what a backbone may load.
 
-:class:`~mmfish.models.backbones.fishnet.FishNet` checks a ``Pretrained`` checkpoint before
-mmengine loads it. mmengine's ``Pretrained`` init loads non-strictly: keys it cannot place are
-only logged, so a checkpoint of another variant (a FishNet-150 file under a FishNet-99 config's
-file name) would load in part and leave the rest of the backbone at its random initialisation.
+:class:`~mmfish.models.backbones.fishnet.FishNet` checks a ``Pretrained`` checkpoint before it
+loads it. The check takes plain data: the state dict, and what it needs of the model as a
+:class:`LoadTarget` (its variant, its keys and shapes, a few options for the messages).
+mmengine's ``Pretrained`` init loads non-strictly: keys it cannot place are only logged, so a
+checkpoint of another variant (a FishNet-150 file under a FishNet-99 config's file name) would
+load in part and leave the rest of the backbone at its random initialisation.
 Here such a checkpoint is refused, with a message naming both variants, the keys at fault and
 the file to convert instead:
 
@@ -16,108 +18,58 @@ the file to convert instead:
   ``num_batches_tracked`` counters (absent in old files), and stages the model does not build
   (the score head, stages after the last of ``out_indices``, out norms of other features).
 
-:data:`PUBLISHED_WEIGHTS` lists the published ImageNet files per variant, with the file name the
-configs expect for each (README, "ImageNet weights"); :func:`how_to_get_weights` turns it into
-the fix that the missing-file and mismatch messages print.
+:data:`~mmfish.models.backbones.variants.PUBLISHED_WEIGHTS` lists the published ImageNet files
+per variant, with the file name the configs expect for each (README, "ImageNet weights");
+:func:`how_to_get_weights` turns it into the fix that the missing-file and mismatch messages
+print.
 """
 
 import os
 import re
-from typing import (
-    TYPE_CHECKING,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Tuple,
+from collections import OrderedDict
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+from mmfish.utils.errors import UserInputError, listing
+from mmfish.utils.mim import config_reference
+
+from .variants import (
+    CONVERTER,
+    NO_PUBLISHED_WEIGHTS,
+    PUBLISHED_WEIGHTS,
+    REFERENCE_ARCHS,
+    ImageNetWeights,
+    block_counts,
+    variant_of_counts,
 )
 
-if TYPE_CHECKING:
-    from .fishnet import FishNet
-
-CONVERTER = 'tools/model_converters/fishnet2mmdet.py'
 SHOWN_KEYS = 5  # keys listed per kind in a mismatch message
-
-
-class ImageNetWeights(NamedTuple):
-    """One published ImageNet file of a FishNet variant.
-
-    Attributes:
-        arch: The variant, a key of ``FishNet.arch_settings``.
-        source: Who publishes it, for messages.
-        file: The published file's name (the converter's input).
-        top1: ImageNet top-1 (%) as published by the source.
-        converted: Where the configs expect the converted file (the converter's output).
-    """
-
-    arch: str
-    source: str
-    file: str
-    top1: float
-    converted: str
-
-
-# README, "ImageNet weights" ("Which file to start from"): the files the converter reads.
-PUBLISHED_WEIGHTS: Tuple[ImageNetWeights, ...] = (
-    ImageNetWeights(
-        'fishnet99',
-        "the authors' plain file",
-        'fishnet99_ckpt.tar',
-        77.41,
-        'checkpoints/fishnet99_in1k_mmfish.pth',
-    ),
-    ImageNetWeights(
-        'fishnet150',
-        "pytorchcv's file, downloaded as README 'ImageNet weights' says",
-        'fishnet150-0475-93e26daa.pth',
-        80.74,
-        'checkpoints/fishnet150_pytorchcv_in1k_mmfish.pth',
-    ),
-    ImageNetWeights(
-        'fishnet150',
-        'the authors\' "well-trained" file',
-        'fishnet150_ckpt_welltrained.tar',
-        79.35,
-        'checkpoints/fishnet150_welltrained_in1k_mmfish.pth',
-    ),
-    ImageNetWeights(
-        'fishnet150',
-        "the authors' plain file",
-        'fishnet150_ckpt.tar',
-        78.14,
-        'checkpoints/fishnet150_in1k_mmfish.pth',
-    ),
-)
-# Variants without a published file that the converter reads, and why.
-NO_PUBLISHED_WEIGHTS: Dict[str, str] = {
-    'fishnet201': (
-        'No FishNet-201 ImageNet weights are published in a layout the converter reads: the '
-        'authors publish only the "well-trained" fishnet201_ckpt_welltrain.tar, which the '
-        'converter refuses (it cannot be mapped exactly; README, "ImageNet weights"), no plain '
-        'fishnet201_ckpt.tar, and pytorchcv has no FishNet-201 weights. The converter does read '
-        "a FishNet-201 checkpoint in the authors' reference layout (e.g. one you trained with "
-        f'their code): `python {CONVERTER} SOURCE {{path}} --arch fishnet201`.'
-    ),
-    'fishnext150': (
-        'No FishNeXt-150 ImageNet weights exist (the authors published none; README, '
-        '"FishNeXt"): load a checkpoint of your own ImageNet training of the same arch.'
-    ),
-}
-# The authors' variants: the converter's, and each has a from-scratch recipe (README, "Training
-# from scratch"). FishNeXt-150 has FishNet-150's block counts.
-ARCHS: Tuple[str, ...] = ('fishnet99', 'fishnet150', 'fishnet201')
-SCRATCH_CONFIG = 'configs/mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py'
+SCRATCH_CONFIG = config_reference('mask_rcnn_{arch}_fpn_gn-all_scratch_6x_coco.py')
 # Converted by mmfish: the meta keys the converter writes beside the variant.
 _CONVERTER_META = ('arch', 'layout', 'source')
 _STAGED = ('tail', 'body', 'head', 'out_norms')
 _FISHNET_UNIT_RE = re.compile(r'^(stem|bridge|score|(tail|body|head)\.[0-2]|out_norms\.\d+)$')
 
 
-class PretrainedMismatchError(ValueError):
+class PretrainedMismatchError(UserInputError):
     """A ``Pretrained`` checkpoint does not fit the FishNet that would load it."""
+
+
+class LoadTarget(NamedTuple):
+    """What the check needs to know of the FishNet that is to load a checkpoint.
+
+    Attributes:
+        variant: The model's variant (a key of ``ARCH_SETTINGS``), None for a custom arch.
+        shapes: The model's state-dict keys and the shape of each.
+        frozen_stages: The model's ``frozen_stages``.
+        norm_eval: The model's ``norm_eval``.
+        norm_cfg: The model's ``norm_cfg``.
+    """
+
+    variant: Optional[str]
+    shapes: Mapping[str, Tuple[int, ...]]
+    frozen_stages: int
+    norm_eval: bool
+    norm_cfg: Mapping
 
 
 def variant_weights(arch: Optional[str]) -> List[ImageNetWeights]:
@@ -146,7 +98,7 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
     text = (
         f'Convert {first.file} ({first.source}, {first.top1}% ImageNet top-1'
         + ('; the file this path names' if named else '')
-        + f'): `python {CONVERTER} {first.file} {path} --arch {arch}`.'
+        + f'): `{CONVERTER} {first.file} {path} --arch {arch}`.'
     )
     if others:
         listed = '; '.join(
@@ -158,20 +110,20 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
     return text
 
 
-def how_to_train_from_scratch(model: 'FishNet') -> str:
-    """The from-scratch route for ``model``, one sentence."""
-    variant = model.variant_name
-    if variant in ARCHS:
+def how_to_train_from_scratch(target: LoadTarget) -> str:
+    """The from-scratch route for the model ``target`` describes, one sentence."""
+    variant = target.variant
+    if variant in REFERENCE_ARCHS:
         config = SCRATCH_CONFIG.format(arch=variant)
     else:  # FishNeXt-150 or a custom arch: FishNet-150's recipe with the model's arch
         config = SCRATCH_CONFIG.format(arch='fishnet150') + (
             f' with --cfg-options model.backbone.arch={variant}' if variant else ' with your arch'
         )
-    if model.frozen_stages >= 0 or model.norm_eval:
+    if target.frozen_stages >= 0 or target.norm_eval:
         return (
             f'To train without ImageNet weights, use a from-scratch recipe, {config} (README, '
             f'"Training from scratch"): init_cfg=None alone would keep frozen_stages='
-            f'{model.frozen_stages} and norm_eval={model.norm_eval}, which leave random layers '
+            f'{target.frozen_stages} and norm_eval={target.norm_eval}, which leave random layers '
             'frozen and norm statistics at their initial values.'
         )
     return (
@@ -181,64 +133,40 @@ def how_to_train_from_scratch(model: 'FishNet') -> str:
     )
 
 
-def missing_checkpoint_message(model: 'FishNet', path: str) -> str:
+def missing_checkpoint_message(target: LoadTarget, path: str) -> str:
     """Why a missing ``Pretrained`` file stops training, and how to make it."""
     return (
         f'FishNet pretrained checkpoint {path!r} not found (cwd: {os.getcwd()}). '
-        f'{how_to_get_weights(model.variant_name, path)} {how_to_train_from_scratch(model)}'
+        f'{how_to_get_weights(target.variant, path)} {how_to_train_from_scratch(target)}'
     )
 
 
 # ----------------------------------------------------------------------------- the load check
-def block_counts(mmfish_keys: Iterable[str]) -> Dict[str, object]:
-    """Block counts in the layout of ``FishNet.arch_settings``, read from mmfish key names."""
-    found: Dict[str, int] = {}
-    for key in mmfish_keys:
-        match = re.match(r'^((?:tail|body|head)\.\d|bridge)\.(blocks|transfer)\.(\d+)\.', key)
-        if match:
-            group = f'{match.group(1)}.{match.group(2)}'
-            found[group] = max(found.get(group, 0), int(match.group(3)) + 1)
-
-    def triple(part: str, kind: str) -> Tuple[int, ...]:
-        return tuple(found.get(f'{part}.{i}.{kind}', 0) for i in range(3))
-
-    return dict(
-        tail_blocks=triple('tail', 'blocks'),
-        bridge_blocks=found.get('bridge.blocks', 0),
-        body_blocks=triple('body', 'blocks'),
-        head_blocks=triple('head', 'blocks'),
-        body_transfer_blocks=triple('body', 'transfer'),
-        head_transfer_blocks=triple('head', 'transfer'),
-    )
-
-
 def _unit(key: str) -> str:
     """The part of FishNet a key belongs to: ``stem``, ``tail.1``, ``out_norms.7``, ..."""
     parts = key.split('.')
     return '.'.join(parts[:2]) if parts[0] in _STAGED and len(parts) > 1 else parts[0]
 
 
-def _listing(keys: Sequence[str]) -> str:
-    shown = ', '.join(keys[:SHOWN_KEYS])
-    return f'{len(keys)} ({shown}{", ..." if len(keys) > SHOWN_KEYS else ""})'
-
-
 def backbone_state_dict(
     checkpoint: Mapping, prefix: Optional[str]
 ) -> Tuple[Dict[str, object], Optional[dict]]:
-    """The state dict mmengine's ``Pretrained`` init would load, and the converter's meta.
+    """The state dict that mmengine's ``Pretrained`` init loads, and the converter's meta.
 
-    As mmengine reads it: ``checkpoint['state_dict']`` (or the checkpoint itself), ``module.``
-    stripped without a prefix, else only the keys under ``prefix``, stripped of it. The meta is
-    the converter's (a dict with ``arch``, ``layout`` and ``source``) only for a whole file, not
-    for a part of one taken by ``prefix``.
+    Read as mmengine reads it: ``checkpoint['state_dict']`` (or the checkpoint itself); without
+    a prefix, ``module.`` stripped and the state dict's ``_metadata`` kept (``load_state_dict``
+    reads the version of each module from it); with one, only the keys under ``prefix``,
+    stripped of it. The meta is the converter's (a dict with ``arch``, ``layout`` and
+    ``source``) only for a whole file, not for a part of one taken by ``prefix``.
     """
-    state_dict = checkpoint.get('state_dict', checkpoint)
+    state_dict = checkpoint['state_dict'] if 'state_dict' in checkpoint else checkpoint
     if not isinstance(state_dict, Mapping):
         state_dict = {}
     meta = checkpoint.get('meta') if 'state_dict' in checkpoint else None
     if prefix is None:
-        state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
+        metadata = getattr(state_dict, '_metadata', OrderedDict())
+        state_dict = OrderedDict((re.sub(r'^module\.', '', k), v) for k, v in state_dict.items())
+        state_dict._metadata = metadata  # type: ignore[attr-defined]
     else:
         prefix = prefix if prefix.endswith('.') else prefix + '.'
         state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
@@ -248,29 +176,29 @@ def backbone_state_dict(
     return state_dict, meta
 
 
-def variant_of_counts(counts: Mapping[str, object], arch_settings: Mapping) -> Optional[str]:
-    """The authors' variant with these block counts (:func:`block_counts`' layout), or None."""
-    matches = (a for a in ARCHS if all(counts[k] == arch_settings[a][k] for k in counts))
-    return next(matches, None)
-
-
 def check_pretrained(
-    model: 'FishNet', checkpoint: Mapping, path: str, prefix: Optional[str] = None
+    state_dict: Mapping[str, object],
+    meta: Optional[Mapping],
+    target: LoadTarget,
+    path: str,
+    prefix: Optional[str] = None,
 ) -> None:
-    """Refuse a ``Pretrained`` checkpoint that would load only in part into ``model``.
+    """Refuse a ``Pretrained`` checkpoint that would load only in part into a model.
 
     Args:
-        model: The FishNet that is about to load the checkpoint.
-        checkpoint: The loaded checkpoint file (``torch.load``'s result).
-        path: Its path, for messages.
+        state_dict: The state dict the model is to load (:func:`backbone_state_dict`), its out
+            norms already filled from their consumers' keys as loading fills them
+            (``FishNet.fill_out_norms``).
+        meta: The converter's meta of the file (:func:`backbone_state_dict`), or None.
+        target: The model that is to load it.
+        path: The file's path, for messages.
         prefix: ``init_cfg``'s ``prefix`` (e.g. ``'backbone.'`` for a detector's file).
 
     Raises:
         PretrainedMismatchError: the file records another variant, or its keys or shapes are
             not the model's (beyond the legal differences of the module docstring).
     """
-    state_dict, meta = backbone_state_dict(checkpoint, prefix)
-    variant = model.variant_name
+    variant = target.variant
     model_name = f'FishNet (arch {variant!r})' if variant else 'FishNet (a custom arch)'
     if not state_dict:
         raise PretrainedMismatchError(
@@ -279,26 +207,24 @@ def check_pretrained(
             + ' Is it a checkpoint of this network?'
         )
 
-    filled = dict(state_dict)
-    model.fill_out_norms(filled)  # out norms from their consumer's keys, as loading does
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    own = target.shapes
     built = {_unit(k) for k in own}
     missing = [
         k
         for k in own
-        if k not in filled
+        if k not in state_dict
         and not k.endswith('.num_batches_tracked')  # old files lack them: loading keeps 0
         and not k.startswith('out_norms.')  # no consumer norm: the model warns, keeps its norm
     ]
     unexpected = [
         k
-        for k in filled
+        for k in state_dict
         if k not in own and (not _FISHNET_UNIT_RE.match(_unit(k)) or _unit(k) in built)
     ]
     wrong = [
-        f'{k} {tuple(getattr(filled[k], "shape", ()))} (model {own[k]})'
+        f'{k} {tuple(getattr(state_dict[k], "shape", ()))} (model {own[k]})'
         for k in own
-        if k in filled and tuple(getattr(filled[k], 'shape', ())) != own[k]
+        if k in state_dict and tuple(getattr(state_dict[k], 'shape', ())) != own[k]
     ]
 
     recorded = meta['arch'] if meta is not None else None
@@ -306,7 +232,7 @@ def check_pretrained(
     if not (other_variant or missing or unexpected or wrong):
         return
 
-    holds = recorded or variant_of_counts(block_counts(filled), model.arch_settings)
+    holds = recorded or variant_of_counts(block_counts(state_dict))
     if recorded is not None:
         what = (
             f'it holds FishNet {recorded!r} weights (its meta: converted from '
@@ -325,7 +251,7 @@ def check_pretrained(
         ('of another shape', wrong),
     ):
         if keys:
-            details.append(f'{label}: {_listing(keys)}')
+            details.append(f'{label}: {listing(keys, SHOWN_KEYS)}')
     hints = []
     if any(k.startswith('backbone.') for k in unexpected):
         hints.append(
@@ -334,7 +260,7 @@ def check_pretrained(
         )
     if any(k.startswith(('fish.fish.', 'features.', 'conv1.')) for k in unexpected):
         hints.append(
-            f'Its keys are not mmfish names: convert the file first with `python {CONVERTER} '
+            f'Its keys are not mmfish names: convert the file first with `{CONVERTER} '
             f'SOURCE DEST --arch {variant or "fishnetXX"}`.'
         )
     if missing and all(k.startswith('score.') for k in missing):
@@ -348,11 +274,11 @@ def check_pretrained(
         fix = (
             'Only norm statistics differ: the file was trained with another kind of norm '
             "(BatchNorm keeps running statistics, GroupNorm none) than this model's norm_cfg "
-            f'{dict(model.norm_cfg)}; build the backbone with the norm_cfg of the file.'
+            f'{dict(target.norm_cfg)}; build the backbone with the norm_cfg of the file.'
         )
     else:
         consequence = 'Loaded, it would leave part of the backbone at its random initialisation.'
-        fix = f'{how_to_get_weights(variant, path)} {how_to_train_from_scratch(model)}'
+        fix = f'{how_to_get_weights(variant, path)} {how_to_train_from_scratch(target)}'
     raise PretrainedMismatchError(
         f'{model_name} refuses the Pretrained checkpoint {path!r}: {what}. {consequence} Keys '
         + ('; '.join(details) if details else 'match')
@@ -363,14 +289,11 @@ def check_pretrained(
 
 
 __all__ = [
-    'ARCHS',
-    'NO_PUBLISHED_WEIGHTS',
-    'PUBLISHED_WEIGHTS',
-    'ImageNetWeights',
+    'LoadTarget',
     'PretrainedMismatchError',
-    'block_counts',
+    'backbone_state_dict',
     'check_pretrained',
     'how_to_get_weights',
+    'how_to_train_from_scratch',
     'missing_checkpoint_message',
-    'variant_of_counts',
 ]

@@ -13,10 +13,11 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
-from mmengine.registry import MODELS
+
+from mmfish.registry import register_norm_layer
 
 
-@MODELS.register_module('CPUSyncBN')
+@register_norm_layer(name='CPUSyncBN')
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` whose training statistics are taken over all processes."""
 

@@ -23,7 +23,8 @@ from mmengine.config import Config
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fishnet import CONSUMER_NORMS
-from mmfish.models.fishnet_converter import convert, convert_checkpoint, map_key
+from mmfish.models.converters import convert_checkpoint, map_key
+from mmfish.models.converters.convert import convert
 from mmfish.testing import (
     REFERENCE_FIXTURES,
     ROOT,

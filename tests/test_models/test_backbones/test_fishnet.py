@@ -7,7 +7,7 @@ from mmengine.runner import save_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.models import FishNet
-from mmfish.models.backbones.fish_blocks import channel_reduction
+from mmfish.models.layers.channel_reduction import channel_reduction
 from mmfish.testing import tiny_arch
 
 ARCHS = ('fishnet99', 'fishnet150', 'fishnet201')

@@ -23,12 +23,9 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
 from mmfish.models import FishNet
-from mmfish.models.backbones.fishnet_pretrained import (
-    NO_PUBLISHED_WEIGHTS,
-    PUBLISHED_WEIGHTS,
-    PretrainedMismatchError,
-)
-from mmfish.models.fishnet_converter import convert_checkpoint
+from mmfish.models.backbones.fishnet_pretrained import PretrainedMismatchError
+from mmfish.models.backbones.variants import NO_PUBLISHED_WEIGHTS, PUBLISHED_WEIGHTS
+from mmfish.models.converters import convert_checkpoint
 from mmfish.testing import ROOT, TINY_CONFIG
 
 register_all_modules()

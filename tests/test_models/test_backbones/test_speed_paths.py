@@ -21,7 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fish_blocks import PreActBottleneck
-from mmfish.models.backbones.fishnet import _CONVERT_CHUNK_BYTES, nhwc_to_nchw_copy, to_nchw
+from mmfish.models.layers.memory_format import CONVERT_CHUNK_BYTES, nhwc_to_nchw_copy, to_nchw
 from mmfish.testing import ROOT
 
 BENCHMARK = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_backbone.py')
@@ -128,7 +128,7 @@ def test_outputs_are_nchw_even_for_an_nhwc_input():
 )
 def test_nhwc_to_nchw_copy_is_an_exact_copy(shape):
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
-    rows = max(1, _CONVERT_CHUNK_BYTES // (shape[0] * shape[1] * shape[3] * 4))
+    rows = max(1, CONVERT_CHUNK_BYTES // (shape[0] * shape[1] * shape[3] * 4))
     assert (rows < shape[2]) == (shape[1] > 3), 'the chunked path must be the one tested'
     out = nhwc_to_nchw_copy(x)
     assert out.is_contiguous()

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from mmfish.models import FishNet
-from mmfish.models.fishnet_converter import (
+from mmfish.models.converters import (
     ArchMismatchError,
     CheckpointReadError,
     FishNetConversionError,
@@ -28,12 +28,12 @@ from mmfish.models.fishnet_converter import (
     NotFishNetCheckpointError,
     ShapeMismatchError,
     UnplacedKeyError,
-    convert,
     convert_checkpoint,
     detect_arch,
     load_reference_checkpoint,
     map_key,
 )
+from mmfish.models.converters.convert import convert
 from mmfish.testing import (
     REFERENCE_FIXTURES,
     ROOT,

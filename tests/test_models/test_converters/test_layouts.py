@@ -26,27 +26,24 @@ import numpy as np
 import pytest
 import torch
 
-import mmfish.models.fishnet_converter as fishnet_converter
 from mmfish.models import FishNet
-from mmfish.models.converter_layouts import (
+from mmfish.models.converters import (
     LAYOUTS,
     WELLTRAINED_RENAMES,
-    detect_layout,
-    layout_table,
-    to_reference_layout,
-)
-from mmfish.models.fishnet_converter import (
     ArchMismatchError,
     CheckpointReadError,
     MissingKeyError,
     NotFishNetCheckpointError,
     ShapeMismatchError,
     UnplacedKeyError,
-    convert,
     convert_checkpoint,
+    detect_layout,
     expected_shapes,
+    layout_table,
     map_key,
+    to_reference_layout,
 )
+from mmfish.models.converters.convert import convert
 from mmfish.testing import (
     REFERENCE_FIXTURES,
     ROOT,
@@ -423,7 +420,7 @@ def test_failed_write_leaves_no_file(welltrained_files, tmp_path, monkeypatch):
             out.write(b'PK\x03\x04 partial')
         raise OSError('No space left on device')
 
-    monkeypatch.setattr(fishnet_converter.torch, 'save', failing_save)
+    monkeypatch.setattr(torch, 'save', failing_save)
     dst = tmp_path / 'out.pth'
     with pytest.raises(OSError, match='No space'):
         convert_checkpoint(str(src), str(dst))
@@ -432,6 +429,6 @@ def test_failed_write_leaves_no_file(welltrained_files, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         convert_checkpoint(str(src), str(dst))
     assert dst.read_bytes() == b'previous' and list(tmp_path.iterdir()) == [dst]
-    monkeypatch.setattr(fishnet_converter.torch, 'save', real_save)
+    monkeypatch.setattr(torch, 'save', real_save)
     convert_checkpoint(str(src), str(dst))
     assert torch.load(dst, weights_only=True)['meta']['layout'] == 'welltrained'

@@ -1,6 +1,6 @@
 """Key layouts of FishNet weights other than the reference code's, mapped onto it exactly.
 
-:mod:`mmfish.models.fishnet_converter` converts state dicts in the layout of the authors' code
+:mod:`mmfish.models.converters.convert` converts state dicts in the layout of the authors' code
 (github kevin-ssy/FishNet). This module recognises two other layouts of the same network and
 renames them into that one, before the conversion:
 
@@ -24,7 +24,7 @@ layout (:func:`layout_key`); applied to every key of a variant, it gives a one-t
 (:func:`layout_table`). A state dict in that layout is renamed only if its keys are exactly one
 variant's table (``num_batches_tracked`` may be absent, as in files of PyTorch < 0.4.1; the
 score head may be absent) and every tensor has the reference's shape; anything else raises a
-:class:`~mmfish.models.fishnet_converter.FishNetConversionError` naming the keys at fault in the
+:class:`~mmfish.models.converters.errors.FishNetConversionError` naming the keys at fault in the
 file's own names. Nothing is loaded partially.
 
 Refused on purpose: the well-trained FishNet-201 file (``fishnet201_ckpt_welltrain.tar``). The
@@ -41,18 +41,16 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from mmfish.models.fishnet_converter import (
-    _BLOCK_RE,
-    _STEM_RE,
-    ARCHS,
-    MissingKeyError,
-    NotFishNetCheckpointError,
-    ShapeMismatchError,
-    UnplacedKeyError,
-    _listing,
-    _reference_names,
+from mmfish.models.backbones.variants import REFERENCE_ARCHS
+
+from .errors import MissingKeyError, NotFishNetCheckpointError, ShapeMismatchError, UnplacedKeyError
+from .keys import (
+    BLOCK_RE,
+    STEM_RE,
     expected_shapes,
+    key_listing,
     map_key,
+    reference_names,
     strip_module_prefix,
 )
 
@@ -157,11 +155,11 @@ def layout_key(layout: str, reference_key: str) -> str:
         return f'{_WELLTRAINED_BY_REFERENCE.get(module, module)}.{leaf}'
     if layout != 'pytorchcv':
         raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
-    match = _STEM_RE.match(reference_key)
+    match = STEM_RE.match(reference_key)
     if match:
         conv, slot, leaf = match.groups()
         return f'features.init_block.conv{conv}.{("conv", "bn")[int(slot)]}.{leaf}'
-    match = _BLOCK_RE.match(reference_key)
+    match = BLOCK_RE.match(reference_key)
     if match:
         stage, slot, block, part, leaf = match.groups()
         unit = _PYTORCHCV_BLOCKS.get((int(stage), int(slot)))
@@ -179,7 +177,7 @@ def layout_table(layout: str, arch: str) -> 'OrderedDict[str, str]':
 
     One to one by construction (checked); ``num_batches_tracked`` keys included.
     """
-    names = _reference_names(arch)
+    names = reference_names(arch)
     table: OrderedDict[str, str] = OrderedDict()
     for mmfish_key in expected_shapes(arch, 1000):
         reference_key = names[mmfish_key]
@@ -206,7 +204,7 @@ def detect_layout(state_dict: Mapping[str, object]) -> str:
     welltrained_201 = [key for key in keys if _WELLTRAINED_201_RE.match(key)]
     if welltrained_201:
         raise UnplacedKeyError(
-            f"Cannot place {_listing(welltrained_201)}. These are the keys of the authors' "
+            f"Cannot place {key_listing(welltrained_201)}. These are the keys of the authors' "
             '"well-trained" FishNet-201 file (fishnet201_ckpt_welltrain.tar), which is not '
             'supported: the only published mapping of it (a third-party loader) loads it '
             'non-strictly, its first shortcut is a bare convolution where the reference has '
@@ -245,11 +243,11 @@ def _fitting_arch(keys: Sequence[str], layout: str, require_score: bool) -> Tupl
         extra = [k for k in keys if k not in table]
         return extra, _missing(keys, table, require_score)
 
-    for arch in ARCHS:
+    for arch in REFERENCE_ARCHS:
         extra, missing = misfit(arch)
         if not extra and not missing:
             return arch, True
-    return min(ARCHS, key=lambda arch: sum(map(len, misfit(arch)))), False
+    return min(REFERENCE_ARCHS, key=lambda arch: sum(map(len, misfit(arch)))), False
 
 
 def to_reference_layout(
@@ -265,7 +263,7 @@ def to_reference_layout(
     Returns:
         The state dict with reference keys (no ``module.``; the same tensors, in the input's
         order) and the layout read. A ``'reference'`` state dict comes back unchanged, for
-        :func:`~mmfish.models.fishnet_converter.convert` to check.
+        :func:`~mmfish.models.converters.convert.convert` to check.
 
     Raises:
         NotFishNetCheckpointError: a pytorchcv state dict of another model.
@@ -281,30 +279,33 @@ def to_reference_layout(
     bad_values = [k for k, v in source.items() if not isinstance(v, torch.Tensor)]
     if bad_values:
         raise NotFishNetCheckpointError(
-            f'Not a state dict of tensors: {_listing(bad_values)} hold other objects.', bad_values
+            f'Not a state dict of tensors: {key_listing(bad_values)} hold other objects.',
+            bad_values,
         )
-    if not any(key in layout_table(layout, arch) for arch in ARCHS for key in keys):
+    if not any(key in layout_table(layout, arch) for arch in REFERENCE_ARCHS for key in keys):
         what = (
             'a pytorchcv (imgclsmob) state dict of a model other than FishNet (no key of '
             "pytorchcv's fishnet99 / fishnet150)"
             if layout == 'pytorchcv'
             else f'not a FishNet state dict (no key of {LAYOUT_NAMES[layout]})'
         )
-        raise NotFishNetCheckpointError(f'This looks like {what}; it holds {_listing(keys)}.', keys)
+        raise NotFishNetCheckpointError(
+            f'This looks like {what}; it holds {key_listing(keys)}.', keys
+        )
     arch, exact = _fitting_arch(keys, layout, require_score)
     where = f'FishNet {arch}' + ('' if exact else ' (the variant closest to its keys)')
     table = layout_table(layout, arch)
     unplaced = [k for k in keys if k not in table]
     if unplaced:
         raise UnplacedKeyError(
-            f'Cannot place {_listing(unplaced)} of this state dict in {LAYOUT_NAMES[layout]} on '
+            f'Cannot place {key_listing(unplaced)} of this state dict in {LAYOUT_NAMES[layout]} on '
             f'{where}. Nothing was converted.',
             unplaced,
         )
     missing = _missing(keys, table, require_score)
     if missing:
         raise MissingKeyError(
-            f'This state dict in {LAYOUT_NAMES[layout]} lacks {_listing(missing)} of {where}.',
+            f'This state dict in {LAYOUT_NAMES[layout]} lacks {key_listing(missing)} of {where}.',
             missing,
         )
     fc_weight = source.get(layout_key(layout, 'fish.fish.9.4.1.weight'))
@@ -317,7 +318,7 @@ def to_reference_layout(
             wrong.append(f'{key} {tuple(value.shape)} (expected {expected}, as {table[key]})')
     if wrong:
         raise ShapeMismatchError(
-            f'Shape mismatch in {LAYOUT_NAMES[layout]} for {_listing(wrong)}.',
+            f'Shape mismatch in {LAYOUT_NAMES[layout]} for {key_listing(wrong)}.',
             [w.split(' ', 1)[0] for w in wrong],
         )
     return OrderedDict((table[key], value) for key, value in source.items()), layout
