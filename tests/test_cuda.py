@@ -32,7 +32,7 @@ BENCHMARK = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_backbone.py')
 # NHWC and NCHW input gradients differed by 6e-2 relative and bf16 features from float32 ones by
 # 0.44-0.69; in eval mode the same network is within rounding. So the code paths are compared
 # in train mode in float64 (rounding negligible: any difference is the code's) and within
-# float32 / TF32 / bf16 / fp16 rounding in eval mode, as tests/test_speed_paths.py does on CPU.
+# float32 / TF32 / bf16 / fp16 rounding in eval mode, as test_speed_paths.py does on CPU.
 # Gradients only in float64: max-pooling routes the gradient to one pixel of each window, and
 # where a window's values tie to rounding (zeros after ReLU), NHWC and NCHW kernels may pick
 # different pixels; on the CPU at 224x224 in eval mode the input gradients differed by 6.9e-3
@@ -41,9 +41,9 @@ FLOAT64_TOLERANCE = 1e-9
 # TF32 keeps 10 mantissa bits: one rounding is within 2**-11 relative; ten of them bound a
 # network's accumulated error with margin and still catch a wrong operation (errors of order 1).
 TF32_TOLERANCE = 10 * 2.0**-11
-# Full fp32, eval mode: only the order of summation differs (tests/test_speed_paths.py: 1e-4).
+# Full fp32, eval mode: only the order of summation differs (test_speed_paths.py: 1e-4).
 FP32_TOLERANCE = 1e-4
-# bf16 keeps 8 significant bits, fp16 11 (tests/test_speed_paths.py).
+# bf16 keeps 8 significant bits, fp16 11 (test_speed_paths.py).
 LOW_PRECISION_TOLERANCE = 8 * 2.0**-7
 DEVICE = 'cuda'  # a CPU rehearsal of the backbone tests sets test_cuda.DEVICE = 'cpu'
 

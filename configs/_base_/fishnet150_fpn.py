@@ -40,7 +40,8 @@ fishnet_scratch_backbone = dict(
     norm_eval=False,
     init_cfg=None,
 )
-# = FishNet.out_channels for these out_indices (tests/test_configs.py checks it)
+# = FishNet.out_channels for these out_indices
+# (tests/test_configs/test_detection_configs.py checks it)
 fishnet_neck = dict(in_channels=[320, 832, 1600, 2112])
 # The paper trains detectors with warm-up (mmdet's 1x schedule: linear, 500 iterations) and
 # gradient clipping.

@@ -1,9 +1,9 @@
 """Test helper, imported into a training run by ``custom_imports``: slow checkpoint writes.
 
-The chaos test (tests/test_fault_tolerance.py) kills training inside a checkpoint write. On the
-tiny config a write takes milliseconds; with this module imported, mmengine's local file writes
-of FaultTolerantCheckpointHook's temporary checkpoint files write half of the file, pause
-``MMFISH_SLOW_WRITE_S`` seconds (default 2), then write the rest.
+The chaos test (tests/test_engine/test_fault_tolerant_training.py) kills training inside a
+checkpoint write. On the tiny config a write takes milliseconds; with this module imported,
+mmengine's local file writes of FaultTolerantCheckpointHook's temporary checkpoint files write
+half of the file, pause ``MMFISH_SLOW_WRITE_S`` seconds (default 2), then write the rest.
 """
 
 import os

@@ -2,8 +2,9 @@
 # A FishNet of one block per stage and narrow channels, 64 px images, 32-channel FPN and heads.
 # Tests pass the dataset location (data_root, the dataloaders' data_root and the evaluators'
 # ann_file) with --cfg-options. Deterministic: fixed seed, deterministic algorithms, samplers that
-# take every candidate and no flips; tests/test_fault_tolerance.py turns the demo's randomness back
-# on (RANDOM_OPTIONS) to show that a resumed run follows the uninterrupted run's random path.
+# take every candidate and no flips; tests/test_engine/test_fault_tolerant_training.py turns the
+# demo's randomness back on (RANDOM_OPTIONS) to show that a resumed run follows the uninterrupted
+# run's random path.
 _base_ = ['../../configs/demo/mask_rcnn_fishnet99_fpn_shapes_cpu.py', './tiny_fishnet.py']
 
 image_size = (64, 64)

@@ -25,22 +25,12 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from mmfish.datasets import generate_shapes_coco
 from mmfish.engine.hooks import PREEMPTED_EXIT_CODE
+from mmfish.testing import ROOT, TINY_SEG_CONFIG
 
 pytest.importorskip('mmseg')
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TINY_SEG_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_seg_config.py')
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
-
-
-@pytest.fixture(scope='module')
-def seg_shapes(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """8 train images of 64 px with label maps: 4 batches per pass at batch 2."""
-    root = str(tmp_path_factory.mktemp('seg_shapes') / 'data')
-    generate_shapes_coco(root, num_train=8, num_val=4, image_size=64, seed=0)
-    return root
 
 
 def _weights(path: str) -> Dict[str, torch.Tensor]:

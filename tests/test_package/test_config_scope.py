@@ -13,9 +13,9 @@ from mmengine.config import Config
 
 import mmfish
 from mmfish import tools_entry
+from mmfish.testing import ROOT
 from mmfish.utils import mim
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FISHNET150 = 'mask_rcnn_fishnet150_fpn_1x_coco.py'
 
 

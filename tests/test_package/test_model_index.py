@@ -14,9 +14,9 @@ import pytest
 import yaml
 from mmengine.config import Config
 
+from mmfish.testing import ROOT
 from mmfish.utils import mim
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METAFILES = ['configs/metafile.yml', 'configs/segmentation/metafile.yml']
 FIGURES = ('Parameters', 'FLOPs')
 

@@ -1,7 +1,6 @@
 """mmfish's registry policy (``mmfish/registry.py``): every class mmfish registers builds from a
 config dict of mmdet's, of mmseg's and of mmfish's scope, as mmengine's runner builds them."""
 
-import os.path as osp
 import sys
 import types
 
@@ -9,7 +8,6 @@ import mmdet.registry as mmdet_registry
 import pytest
 import torch
 from mmcv.cnn import build_norm_layer
-from mmengine.config import Config
 from mmengine.registry import (
     HOOKS,
     LOOPS,
@@ -30,10 +28,10 @@ from mmfish.engine import (
     ResumableIterBasedTrainLoop,
 )
 from mmfish.models import CPUSyncBatchNorm, FishNet
+from mmfish.testing import tiny_arch
 
 mmseg_registry = pytest.importorskip('mmseg.registry')
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCOPES = ('mmdet', 'mmseg', 'mmfish')
 # Every class mmfish registers, by kind and name.
 REGISTERED = {
@@ -67,9 +65,7 @@ def test_every_mmfish_class_is_in_mmfish_mmdet_and_mmseg():
 @pytest.mark.parametrize('scope', SCOPES)
 def test_each_class_builds_from_a_config_dict_of_each_scope(scope):
     # mmengine's root registries, as the runner builds a config's dicts
-    tiny_arch = Config.fromfile(osp.join(ROOT, 'tests', 'data', 'tiny_fishnet.py')).tiny_arch
-    tiny_arch.pop('_delete_')
-    backbone = MODELS.build(dict(type='FishNet', arch=tiny_arch, out_indices=(7,), _scope_=scope))
+    backbone = MODELS.build(dict(type='FishNet', arch=tiny_arch(), out_indices=(7,), _scope_=scope))
     assert type(backbone) is FishNet
     norm = MODELS.build(dict(type='CPUSyncBN', num_features=4, _scope_=scope))
     assert type(norm) is CPUSyncBatchNorm

@@ -24,8 +24,8 @@ import pytest
 from mmengine.config import Config
 
 from mmfish.models import FishNet
+from mmfish.testing import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_FISHNET = osp.join(ROOT, 'tests', 'data', 'tiny_fishnet.py')
 # Left out of the copy the wheel is built from: what the build does not read (and the build's own
 # output of earlier runs, which setuptools would otherwise ship again).

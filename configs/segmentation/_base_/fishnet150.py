@@ -24,7 +24,8 @@ fishnet_backbone = dict(
     norm_eval=False,
     init_cfg=dict(type='Pretrained', checkpoint=pretrained),
 )
-# = FishNet.out_channels for these out_indices (tests/test_segmentation.py checks it)
+# = FishNet.out_channels for these out_indices
+# (tests/test_configs/test_segmentation_configs.py checks it)
 fishnet_out_channels = [320, 512, 768]
 # Fault-tolerant training, as the detection configs have it (docs/training.md, "Fault tolerance
 # and resume"): checkpoints written atomically, with the random states and the data loader's

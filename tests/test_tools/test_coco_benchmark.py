@@ -2,8 +2,9 @@
 
 The table is checked on real work dirs: tools/coco_benchmark.py trains and tests two tiny
 Mask R-CNN configs on CPU (a tiny FishNet and a tiny ResNet-18, its "baseline"), and every
-figure of the table is compared with what the logs say. The launcher's commands for the eight
-COCO configs are checked with --dry-run.
+figure of the table is compared with what the logs say. The launcher's commands for the COCO
+configs are checked with --dry-run: the default set (the configs that can start from published
+ImageNet weights), the others named with why, and run when asked for, with a warning.
 """
 
 import glob
@@ -22,13 +23,12 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.hub import get_config
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOOLS = osp.join(ROOT, 'tools')
-sys.path[:0] = [TOOLS, osp.join(TOOLS, 'analysis_tools')]
-import coco_benchmark  # noqa: E402
-import collect_results  # noqa: E402
+from mmfish.testing import ROOT, TINY_CONFIG, import_tool
 
-TINY_FISHNET = osp.join(ROOT, 'tests', 'data', 'tiny_shapes_config.py')
+coco_benchmark = import_tool('.', 'coco_benchmark')
+collect_results = import_tool('analysis_tools', 'collect_results')
+
+TINY_FISHNET = TINY_CONFIG
 TINY_RESNET = osp.join(ROOT, 'tests', 'data', 'tiny_shapes_resnet_config.py')
 FISHNET_RUN, RESNET_RUN = 'tiny_shapes_config', 'tiny_shapes_resnet_config'
 NAMES = [coco_benchmark.config_name(c) for c in coco_benchmark.BENCHMARK_CONFIGS]
@@ -364,14 +364,14 @@ def _commands(out: str, script: str) -> List[List[str]]:
     return [shlex.split(line) for line in out.splitlines() if f'tools/{script} ' in line]
 
 
-def test_dry_run_dist_commands_for_the_eight_configs(tmp_path, capsys, monkeypatch) -> None:
+def test_dry_run_dist_commands_for_the_default_configs(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv('PYTHON', raising=False)
     root = str(tmp_path / 'bench')
     out = _dry_run(capsys, ['--work-root', root, '--gpus', '4'])
     trains, tests = _commands(out, 'dist_train.sh'), _commands(out, 'dist_test.sh')
-    assert len(trains) == len(tests) == 8
-    for config, train, test in zip(coco_benchmark.BENCHMARK_CONFIGS, trains, tests):
+    assert len(trains) == len(tests) == 6
+    for config, train, test in zip(coco_benchmark.DEFAULT_CONFIGS, trains, tests):
         name = coco_benchmark.config_name(config)
         assert train[:3] == [f'PYTHON={sys.executable}', 'bash', 'tools/dist_train.sh']
         assert train[3:] == [config, '4', '--work-dir', osp.join(root, name), '--resume']
@@ -383,10 +383,60 @@ def test_dry_run_dist_commands_for_the_eight_configs(tmp_path, capsys, monkeypat
         for kind in ('faster', 'mask')
         for backbone in ('r50', 'fishnet99', 'fishnet150', 'fishnet201')
     )
+    defaults = [coco_benchmark.config_name(c) for c in coco_benchmark.DEFAULT_CONFIGS]
+    assert defaults == [n for n in NAMES if 'fishnet201' not in n]
     (collect,) = _commands(out, 'analysis_tools/collect_results.py')
-    assert collect[2:10] == [osp.join(root, n) for n in NAMES]
-    assert collect[10:] == ['--out-md', f'{root}/results.md', '--out-json', f'{root}/results.json']
+    assert collect[2:8] == [osp.join(root, n) for n in defaults]
+    assert collect[8:] == ['--out-md', f'{root}/results.md', '--out-json', f'{root}/results.json']
+    # the configs left out are named, with why, and no warning is given
+    (note,) = [line for line in out.splitlines() if 'not in the default set' in line]
+    assert 'faster_rcnn_fishnet201_fpn_1x_coco, mask_rcnn_fishnet201_fpn_1x_coco' in note
+    assert 'No FishNet-201 ImageNet weights are published' in note and '--configs' in note
+    assert 'warning' not in capsys.readouterr().err
     assert not osp.exists(root)  # nothing ran
+
+
+def test_a_config_left_out_runs_when_named_with_a_warning(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    root = str(tmp_path / 'bench')
+    name = 'mask_rcnn_fishnet201_fpn_1x_coco'
+    capsys.readouterr()
+    assert coco_benchmark.main(['--dry-run', '--work-root', root, '--configs', name]) == 0
+    out, err = capsys.readouterr()
+    (train,) = _commands(out, 'dist_train.sh')
+    assert train[3:6] == [f'configs/{name}.py', '8', '--work-dir']
+    assert len(_commands(out, 'dist_test.sh')) == 1
+    assert 'not in the default set' not in out
+    (warning,) = err.splitlines()
+    assert warning.startswith(f'coco_benchmark: warning: {name}: No FishNet-201 ImageNet weights')
+    assert 'weights of your own' in warning
+
+
+def test_help_names_the_configs_left_out_and_why(capsys) -> None:
+    with pytest.raises(SystemExit):
+        coco_benchmark.parse_args(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())  # argparse wraps the option help
+    assert (
+        'Not in the default set: faster_rcnn_fishnet201_fpn_1x_coco, '
+        'mask_rcnn_fishnet201_fpn_1x_coco (No FishNet-201 ImageNet weights are published'
+    ) in text
+    assert 'default: the 6 that can start: faster_rcnn_r50_fpn_1x_coco,' in text
+
+
+def test_the_default_configs_start_from_published_weights() -> None:
+    """Each FishNet config's variant is the one its name says, and the default set's ImageNet
+    files are published ones (the configs left out expect files nobody publishes)."""
+    from mmfish.models.backbones.variants import PUBLISHED_WEIGHTS
+
+    published = {w.converted for w in PUBLISHED_WEIGHTS}
+    for config in coco_benchmark.BENCHMARK_CONFIGS:
+        backbone = Config.fromfile(osp.join(ROOT, config)).model.backbone
+        if backbone.type != 'FishNet':
+            continue
+        assert backbone.arch in coco_benchmark.config_name(config), config
+        starts = backbone.init_cfg.checkpoint in published
+        assert starts == (config in coco_benchmark.DEFAULT_CONFIGS), config
+        assert starts == (coco_benchmark.start_problem(config) is None), config
 
 
 def test_dry_run_slurm_commands_for_a_subset(tmp_path, capsys, monkeypatch) -> None:

@@ -1,25 +1,23 @@
-"""FishNet in MMSegmentation: registration, the configs, the demo's data, bad input, a tiny run."""
+"""FishNet in MMSegmentation: registration, the configs, the demo config's data.
+
+The segmentation data checks are tested in ``tests/test_datasets/test_seg_checks.py``, a tiny
+training and test run in ``tests/test_tools/test_e2e_train_test.py``."""
 
 import glob
 import os
 import os.path as osp
-import pickle
 import subprocess
 import sys
-from typing import Callable, Dict, List
+from typing import Dict
 
-import cv2
-import numpy as np
 import pytest
 import torch
-from conftest import ROOT, import_tool
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from mmfish.datasets import SHAPES_SEG_CLASSES, generate_shapes_coco
-from mmfish.datasets.data_checks import DataCheckError
-from mmfish.datasets.seg_checks import allowed_label_values, check_seg_data
+from mmfish.datasets import SHAPES_SEG_CLASSES
 from mmfish.models import FishNet
+from mmfish.testing import ROOT, TINY_SEG_CONFIG, import_tool, seg_demo_config
 
 mmseg = pytest.importorskip('mmseg')
 from mmseg.registry import MODELS as SEG_MODELS  # noqa: E402
@@ -28,8 +26,6 @@ from mmseg.utils import register_all_modules  # noqa: E402
 
 SEG_CONFIG_DIR = osp.join(ROOT, 'configs', 'segmentation')
 SEG_CONFIGS = sorted(osp.basename(p) for p in glob.glob(osp.join(SEG_CONFIG_DIR, '*.py')))
-DEMO_CONFIG = osp.join(SEG_CONFIG_DIR, 'demo', 'fpn_fishnet99_shapes_cpu.py')
-TINY_SEG_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_seg_config.py')
 
 register_all_modules(init_default_scope=False)
 
@@ -208,24 +204,10 @@ def test_feature_choice_variants_build_and_run(variant):
 
 
 # ------------------------------------------------------------------------------ the demo's data
-@pytest.fixture(scope='module')
-def seg_shapes(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = str(tmp_path_factory.mktemp('seg_shapes') / 'data')
-    generate_shapes_coco(root, num_train=8, num_val=4, image_size=64, seed=0)
-    return root
-
-
-def demo_cfg(data_root: str, config: str = DEMO_CONFIG) -> Config:
-    cfg = Config.fromfile(config)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data_root
-    return cfg
-
-
 def test_mmseg_reads_the_label_maps(seg_shapes):
     from mmseg.registry import DATASETS
 
-    cfg = demo_cfg(seg_shapes)
+    cfg = seg_demo_config(seg_shapes)
     with DefaultScope.overwrite_default_scope('mmseg'):
         dataset = DATASETS.build(cfg.train_dataloader.dataset)
     assert len(dataset) == 8
@@ -241,155 +223,3 @@ def test_mmseg_reads_the_label_maps(seg_shapes):
     assert val_item['inputs'].shape[-2:] == cfg.image_size
     assert val_item['data_samples'].gt_sem_seg.data.shape == (1, 64, 64)
     assert val_item['data_samples'].ori_shape == (64, 64)
-
-
-def test_demo_data_passes_the_checks(seg_shapes):
-    cfg = demo_cfg(seg_shapes)
-    checked = check_seg_data(cfg)
-    assert checked == [osp.join(seg_shapes, 'train'), osp.join(seg_shapes, 'val')]
-
-
-# ---------------------------------------------------------------------------------- bad input
-@pytest.fixture()
-def broken(tmp_path, seg_shapes) -> Callable[[], str]:
-    """A fresh copy of the tiny dataset to break."""
-    import shutil
-
-    def copy() -> str:
-        root = str(tmp_path / 'broken')
-        shutil.copytree(seg_shapes, root)
-        return root
-
-    return copy
-
-
-def _label(root: str, split: str = 'train', index: int = 3) -> str:
-    return osp.join(root, 'seg_maps', split, f'{index:06d}.png')
-
-
-def test_label_values_outside_the_classes(broken):
-    root = broken()
-    label = cv2.imread(_label(root), cv2.IMREAD_UNCHANGED)
-    label[:4, :4] = 7
-    label[-4:, -4:] = 255  # the ignore index is allowed
-    cv2.imwrite(_label(root), label)
-    with pytest.raises(DataCheckError) as info:
-        check_seg_data(demo_cfg(root))
-    message = str(info.value)
-    assert _label(root) in message and '[7]' in message
-    assert 'train_dataloader' in message and '0..3' in message and 'ignore index 255' in message
-    assert 'Map those pixels' in message
-
-
-def test_ignore_index_alone_is_fine(broken):
-    root = broken()
-    label = cv2.imread(_label(root), cv2.IMREAD_UNCHANGED)
-    label[:8] = 255
-    cv2.imwrite(_label(root), label)
-    check_seg_data(demo_cfg(root))
-
-
-def test_label_size_differs_from_image(broken):
-    root = broken()
-    label = cv2.imread(_label(root, 'val', 1), cv2.IMREAD_UNCHANGED)
-    cv2.imwrite(_label(root, 'val', 1), label[:48])
-    with pytest.raises(DataCheckError) as info:
-        check_seg_data(demo_cfg(root))
-    message = str(info.value)
-    assert 'val_dataloader' in message and _label(root, 'val', 1) in message
-    assert 'is 64x48' in message and osp.join(root, 'val', '000001.png') in message
-    assert 'nearest-neighbour' in message
-
-
-def test_missing_label_files(broken):
-    root = broken()
-    os.remove(_label(root, 'train', 2))
-    os.remove(_label(root, 'train', 5))
-    with pytest.raises(DataCheckError) as info:
-        check_seg_data(demo_cfg(root))
-    message = str(info.value)
-    assert '2 of 8 label maps are missing' in message
-    assert _label(root, 'train', 2) in message and _label(root, 'train', 5) in message
-    assert 'seg_map_path' in message
-
-
-def test_colour_label_map_and_missing_image_dir(broken):
-    root = broken()
-    label = cv2.imread(_label(root), cv2.IMREAD_UNCHANGED)
-    cv2.imwrite(_label(root), np.stack([label] * 3, axis=-1))
-    with pytest.raises(DataCheckError, match='not single-channel'):
-        check_seg_data(demo_cfg(root))
-    cfg = demo_cfg(root)
-    cfg.val_dataloader.dataset.data_prefix.img_path = 'nowhere'
-    with pytest.raises(DataCheckError, match=r'val_dataloader.*nowhere does not exist'):
-        check_seg_data(cfg, ('val_dataloader',))
-
-
-def test_allowed_label_values():
-    assert allowed_label_values(3) == {0, 1, 2, 255}
-    assert allowed_label_values(3, reduce_zero_label=True) == {0, 1, 2, 3, 255}
-    assert allowed_label_values(2, label_map={0: 255, 1: 0, 2: 1}) == {0, 1, 2, 255}
-
-
-def test_skip_switch(broken, monkeypatch):
-    root = broken()
-    os.remove(_label(root))
-    monkeypatch.setenv('MMFISH_SKIP_DATA_CHECKS', '1')
-    assert check_seg_data(demo_cfg(root)) == []
-
-
-def _tool_options(data_root: str) -> List[str]:
-    return [
-        f'{loader}.dataset.data_root={data_root}'
-        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-    ]
-
-
-def test_train_stops_on_bad_labels_before_the_runner(broken, tmp_path, run_tool):
-    root = broken()
-    os.remove(_label(root, 'val', 0))
-    work_dir = tmp_path / 'work'
-    out = run_tool(
-        'train.py', TINY_SEG_CONFIG, '--work-dir', str(work_dir),
-        '--cfg-options', *_tool_options(root),
-    )  # fmt: skip
-    assert out.returncode != 0
-    assert 'DataCheckError' in out.stderr and _label(root, 'val', 0) in out.stderr
-    assert not work_dir.exists()  # stopped before the runner made anything
-
-
-# --------------------------------------------------------------------------------- end to end
-@pytest.mark.slow
-def test_tiny_train_then_test_on_generated_label_maps(
-    seg_shapes: str, tmp_path, run_tool: Callable, tool_env: Dict[str, str]
-):
-    work_dir = tmp_path / 'work'
-    options = _tool_options(seg_shapes)
-    train = run_tool(
-        'train.py', TINY_SEG_CONFIG, '--work-dir', str(work_dir), '--cfg-options', *options
-    )
-    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
-    checkpoint = work_dir / 'iter_6.pth'
-    assert checkpoint.is_file()
-    log = train.stdout + train.stderr
-    assert 'mIoU' in log and 'per class results' in log
-    state = torch.load(str(checkpoint))  # torch's default weights_only=True
-    keys = state['state_dict']
-    assert any(k.startswith('backbone.body.') for k in keys)
-    assert not any(k.startswith('backbone.head.') for k in keys)  # the body's features only
-
-    results = tmp_path / 'results.pkl'
-    test = run_tool(
-        'test.py', TINY_SEG_CONFIG, str(checkpoint), '--work-dir', str(tmp_path / 'test_work'),
-        '--out', str(results), '--show-dir', str(tmp_path / 'shown'), '--cfg-options', *options,
-    )  # fmt: skip
-    assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
-    assert 'mIoU' in test.stdout + test.stderr
-    with open(results, 'rb') as f:
-        predictions = pickle.load(f)
-    assert len(predictions) == 4
-    assert tuple(predictions[0]['pred_sem_seg']['data'].shape) == (1, 64, 64)
-    shown = glob.glob(str(tmp_path / 'shown' / '**' / '*.png'), recursive=True)
-    assert len(shown) == 4
-    picture = cv2.imread(shown[0])
-    assert picture.shape[:2] == (64, 128)  # ground truth beside the prediction

@@ -8,15 +8,11 @@ their README. Here the reference-format checkpoint is rebuilt from the layout an
 """
 
 import argparse
-import importlib.util
-import json
 import os
 import subprocess
 import sys
 from collections import OrderedDict
 from pathlib import Path
-from types import ModuleType
-from typing import Dict, Iterator, List, Tuple
 
 import mmengine.runner.checkpoint as mmengine_checkpoint
 import numpy as np
@@ -38,105 +34,19 @@ from mmfish.models.converters import (
     map_key,
 )
 from mmfish.models.converters.convert import convert
+from mmfish.testing import (
+    REFERENCE_FIXTURES,
+    ROOT,
+    LoadSpy,
+    load_module,
+    reference_layout,
+    relative_error,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / 'tests' / 'fixtures' / 'reference'
-TOOL = ROOT / 'tools' / 'model_converters' / 'fishnet2mmdet.py'
-FIXTURE_SCRIPT = ROOT / 'tools' / 'dev' / 'make_reference_fixtures.py'
+FIXTURES = Path(REFERENCE_FIXTURES)
+TOOL = Path(ROOT) / 'tools' / 'model_converters' / 'fishnet2mmdet.py'
 ARCHS = ('fishnet99', 'fishnet150', 'fishnet201')
 MAX_RELATIVE_ERROR = 1e-5
-
-
-def _load_module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, str(path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# The seeded fill is the fixture script's own function (it needs numpy and torch only).
-fixture_tools = _load_module(FIXTURE_SCRIPT, '_make_reference_fixtures')
-
-
-def _layout(arch: str) -> dict:
-    with open(FIXTURES / f'{arch}_keys.json') as f:
-        return json.load(f)
-
-
-def seeded_reference_state_dict(arch: str) -> 'OrderedDict[str, torch.Tensor]':
-    """The reference-layout state dict (no ``module.``) with the fixtures' seeded weights."""
-    info = _layout(arch)
-    state_dict = fixture_tools.seeded_state_dict(info['layout'], info['seed'])
-    total, total_abs = fixture_tools.checksum(state_dict)
-    assert np.allclose([total, total_abs], info['checksum'], rtol=1e-9, atol=1e-6), (
-        'the seeded weights differ from those the fixtures were made with (numpy RNG stream '
-        'changed?): regenerate them with tools/dev/make_reference_fixtures.py'
-    )
-    return state_dict
-
-
-def reference_checkpoint(state_dict: Dict[str, torch.Tensor], arch: str) -> dict:
-    """A dict laid out as the reference's ``*_ckpt.tar`` files (DataParallel prefix included)."""
-    return {
-        'epoch': 100,
-        'arch': arch,
-        'state_dict': OrderedDict((f'module.{k}', v) for k, v in state_dict.items()),
-        'best_prec1': 77.41,
-        'optimizer': {
-            'state': {},
-            'param_groups': [
-                {'lr': 0.1, 'momentum': 0.9, 'weight_decay': 1e-4, 'params': [0, 1, 2]}
-            ],
-        },
-    }
-
-
-@pytest.fixture(scope='module')
-def source_files(tmp_path_factory) -> Iterator[Dict[str, Path]]:
-    """Per variant, a reference-format ``fishnetXX_ckpt.tar`` (made on first use)."""
-    folder = tmp_path_factory.mktemp('reference_ckpt')
-
-    class Files(dict):
-        def __missing__(self, arch: str) -> Path:
-            path = folder / f'{arch}_ckpt.tar'
-            torch.save(reference_checkpoint(seeded_reference_state_dict(arch), arch), path)
-            self[arch] = path
-            return path
-
-    yield Files()
-
-
-class LoadSpy:
-    """Records the keys mmengine's ``load_state_dict`` finds missing / unexpected."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: List[Tuple[List[str], List[str]]] = []
-        original = mmengine_checkpoint.load_state_dict
-
-        def spy(module, state_dict, strict=False, logger=None):
-            own = set(module.state_dict())
-            given = set(state_dict)
-            self.calls.append((sorted(own - given), sorted(given - own)))
-            return original(module, state_dict, strict=strict, logger=logger)
-
-        monkeypatch.setattr(mmengine_checkpoint, 'load_state_dict', spy)
-
-    @property
-    def missing(self) -> List[str]:
-        assert len(self.calls) == 1, f'expected one load, got {len(self.calls)}'
-        return self.calls[0][0]
-
-    @property
-    def unexpected(self) -> List[str]:
-        assert len(self.calls) == 1, f'expected one load, got {len(self.calls)}'
-        return self.calls[0][1]
-
-
-def relative_error(actual: torch.Tensor, expected: np.ndarray) -> float:
-    actual64 = actual.detach().double().numpy()
-    assert actual64.shape == expected.shape
-    expected64 = expected.astype(np.float64)
-    return float(np.linalg.norm(actual64 - expected64) / np.linalg.norm(expected64))
 
 
 # ------------------------------------------------------------------------------- equivalence
@@ -212,7 +122,7 @@ def test_cli_matches_function(source_files, tmp_path):
 
 
 def test_tool_convert_function_drops_score(source_files):
-    tool = _load_module(TOOL, '_fishnet2mmdet')
+    tool = load_module(TOOL, '_fishnet2mmdet')
     state_dict = torch.load(source_files['fishnet99'], weights_only=True)['state_dict']
     converted = tool.convert(state_dict)
     assert isinstance(converted, OrderedDict)
@@ -281,7 +191,7 @@ def test_old_checkpoints_without_num_batches_tracked(source_files):
 # -------------------------------------------------------------------------- key mapping
 @pytest.mark.parametrize('arch', ARCHS)
 def test_detect_arch_and_every_key_placed(arch):
-    keys = [key for key, _, _ in _layout(arch)['layout']]
+    keys = [key for key, _, _ in reference_layout(arch)['layout']]
     assert detect_arch({k: torch.empty(0) for k in keys}) == arch
     assert detect_arch({f'module.{k}': torch.empty(0) for k in keys}) == arch
     mapped = [map_key(k) for k in keys]
@@ -345,7 +255,7 @@ def test_unplaceable_keys(fishnet99_state_dict):
 
 def test_partly_welltrained_layout_is_refused(fishnet99_state_dict):
     """One module in the "well-trained" names, the rest in the reference's: refused, naming the
-    keys that the well-trained layout does not have (tests/test_converter_layouts.py has the
+    keys that the well-trained layout does not have (``test_layouts.py`` has the
     whole layout)."""
     state_dict = OrderedDict(fishnet99_state_dict)
     state_dict['module.fish.fish.3.1.0.weight'] = state_dict.pop('module.fish.fish.3.0.2.weight')

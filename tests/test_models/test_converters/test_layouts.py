@@ -24,7 +24,6 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import pytest
-import test_converter as converter_tests
 import torch
 
 from mmfish.models import FishNet
@@ -45,20 +44,24 @@ from mmfish.models.converters import (
     to_reference_layout,
 )
 from mmfish.models.converters.convert import convert
+from mmfish.testing import (
+    REFERENCE_FIXTURES,
+    ROOT,
+    fixture_tools,
+    load_module,
+    reference_checkpoint,
+    reference_layout,
+    relative_error,
+    seeded_reference_state_dict,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / 'tools' / 'model_converters' / 'fishnet2mmdet.py'
+TOOL = Path(ROOT) / 'tools' / 'model_converters' / 'fishnet2mmdet.py'
 ARCHS = ('fishnet99', 'fishnet150', 'fishnet201')
 MAX_RELATIVE_ERROR = 1e-5
 PYTORCHCV_VERSION = '0.0.74'  # requirements/tests-no-deps.txt
 PYTORCHCV_INPUT_SHAPE = (1, 3, 224, 224)  # pytorchcv's score pools with AvgPool2d(7)
 
-
-# The reference fixtures' helpers: seeded weights, checkpoint dict, error measure.
-_load_module = converter_tests._load_module
-fixture_tools = converter_tests.fixture_tools
-FIXTURES = converter_tests.FIXTURES
-relative_error = converter_tests.relative_error
+FIXTURES = Path(REFERENCE_FIXTURES)
 
 # fix_checkpoint.py (FishNet-150 part): well-trained module -> reference module.
 PUBLISHED_RENAMES = {
@@ -85,18 +88,18 @@ def to_welltrained(reference: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torc
 def welltrained_checkpoint(arch: str, counters: bool = False) -> dict:
     """A ``fishnetXXX_ckpt_welltrained.tar`` dict, by default without ``num_batches_tracked``
     (the loader renames none: the file predates them)."""
-    reference = converter_tests.seeded_reference_state_dict(arch)
+    reference = seeded_reference_state_dict(arch)
     if not counters:
         reference = OrderedDict(
             (k, v) for k, v in reference.items() if not k.endswith('num_batches_tracked')
         )
-    return converter_tests.reference_checkpoint(to_welltrained(reference), arch)
+    return reference_checkpoint(to_welltrained(reference), arch)
 
 
 def run_tool(monkeypatch, capsys, *args: str) -> Tuple[int, str, str]:
-    """The converter tool's ``main`` run in this process (tests/test_converter.py runs it as a
+    """The converter tool's ``main`` run in this process (``test_convert.py`` runs it as a
     subprocess): exit status, stdout, stderr."""
-    tool = _load_module(TOOL, '_fishnet2mmdet')
+    tool = load_module(TOOL, '_fishnet2mmdet')
     monkeypatch.setattr(sys, 'argv', [str(TOOL), *args])
     try:
         tool.main()
@@ -174,7 +177,7 @@ def test_welltrained_fishnet150_gives_reference_outputs(welltrained_files, tmp_p
 @pytest.mark.parametrize('counters', [False, True])
 def test_welltrained_layout_converts_like_reference(arch, counters):
     """The renamed file converts to exactly the tensors of the reference-layout file."""
-    reference = converter_tests.seeded_reference_state_dict(arch)
+    reference = seeded_reference_state_dict(arch)
     welltrained = welltrained_checkpoint(arch, counters=counters)['state_dict']
     assert detect_layout(welltrained) == 'welltrained'
     renamed, layout = to_reference_layout(welltrained)
@@ -219,7 +222,7 @@ def test_mixed_layouts_are_refused():
         convert(state_dict)
     assert info.value.keys == ['fish.fish.3.0.2.weight']
 
-    reference = converter_tests.seeded_reference_state_dict('fishnet99')
+    reference = seeded_reference_state_dict('fishnet99')
     reference['fish.fish.9.4.4.weight'] = reference['fish.fish.9.4.1.weight']
     with pytest.raises(UnplacedKeyError, match='well-trained'):
         convert(reference)
@@ -235,7 +238,7 @@ def test_welltrained_shape_mismatch_named_in_its_layout():
 
 def test_welltrained_fishnet201_layout_is_refused(tmp_path):
     """The FishNet-201 file as the loader describes it has no exact mapping."""
-    state_dict = converter_tests.seeded_reference_state_dict('fishnet201')
+    state_dict = seeded_reference_state_dict('fishnet201')
     state_dict['fish.fish.0.0.0.shortcut.weight'] = state_dict.pop(
         'fish.fish.0.0.0.shortcut.2.weight'
     )
@@ -252,7 +255,7 @@ def test_welltrained_fishnet201_layout_is_refused(tmp_path):
 @pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('arch', ARCHS)
 def test_layout_tables_are_one_to_one(layout, arch):
-    reference_keys = [key for key, _, _ in converter_tests._layout(arch)['layout']]
+    reference_keys = [key for key, _, _ in reference_layout(arch)['layout']]
     table = layout_table(layout, arch)
     assert sorted(table.values()) == sorted(reference_keys)
     assert len(set(table)) == len(table)
@@ -283,10 +286,10 @@ def seeded_pytorchcv_state_dict(
         (key, list(value.shape), 'int64' if value.dtype == torch.int64 else 'float32')
         for key, value in net.state_dict().items()
     ]
-    state_dict = fixture_tools.seeded_state_dict(layout, seed)
+    state_dict = fixture_tools().seeded_state_dict(layout, seed)
     for key in state_dict:
         if key.endswith('.body.conv3.conv.weight'):
-            state_dict[key] = state_dict[key] * fixture_tools.RESIDUAL_GAIN
+            state_dict[key] = state_dict[key] * fixture_tools().RESIDUAL_GAIN
     return state_dict
 
 
@@ -296,7 +299,7 @@ def pytorchcv_runs(tmp_path_factory) -> Iterator[Dict[str, Tuple[Path, Dict[str,
     folder = tmp_path_factory.mktemp('pytorchcv')
     fishnet = pytorchcv_module('fishnet')
     seeds = {'fishnet99': 99, 'fishnet150': 150}
-    x = torch.from_numpy(fixture_tools.seeded_input(PYTORCHCV_INPUT_SHAPE))
+    x = torch.from_numpy(fixture_tools().seeded_input(PYTORCHCV_INPUT_SHAPE))
 
     class Runs(dict):
         def __missing__(self, arch: str) -> Tuple[Path, Dict[str, np.ndarray]]:
@@ -343,7 +346,7 @@ def test_pytorchcv_weights_give_pytorchcv_outputs(arch, pytorchcv_runs, tmp_path
     meta = convert_checkpoint(str(src), str(dst), keep_score=True)
     assert meta['arch'] == arch and meta['layout'] == 'pytorchcv' and meta['num_classes'] == 1000
     model = load_converted(dst, arch)
-    x = torch.from_numpy(fixture_tools.seeded_input(PYTORCHCV_INPUT_SHAPE))
+    x = torch.from_numpy(fixture_tools().seeded_input(PYTORCHCV_INPUT_SHAPE))
     errors = {
         name: relative_error(out, expected[name]) for name, out in outputs_of(model, x).items()
     }

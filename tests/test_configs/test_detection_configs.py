@@ -1,6 +1,6 @@
 """Every detection config under configs/ parses, loads mmfish through custom_imports, and builds.
 
-The mmseg configs under configs/segmentation/ are tested in tests/test_segmentation.py."""
+The mmseg configs under configs/segmentation/ are tested in test_segmentation_configs.py."""
 
 import ast
 import glob
@@ -19,8 +19,8 @@ from mmengine.structures import InstanceData
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.models import FishNet
+from mmfish.testing import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # mmdet's R-50 configs for the COCO benchmark, tested in test_coco_benchmark.py
 BASELINES = osp.join(ROOT, 'configs', 'baselines', '')
 CONFIGS = sorted(

@@ -1,4 +1,5 @@
-"""End to end: tools/train.py trains on generated COCO data, tools/test.py evaluates the result."""
+"""End to end: tools/train.py trains on generated data, tools/test.py evaluates the result: the
+detection demo's config on COCO instances, the tiny segmentation config on label maps."""
 
 import glob
 import json
@@ -6,13 +7,15 @@ import os.path as osp
 import pickle
 import subprocess
 import sys
+from typing import Callable
 
+import cv2
 import pytest
 import torch
 
 from mmfish.datasets import generate_shapes_coco
+from mmfish.testing import ROOT, TINY_SEG_CONFIG, seg_data_options
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_fishnet99_fpn_shapes_cpu.py')
 
 
@@ -79,3 +82,41 @@ def test_train_then_test_on_generated_coco(tmp_path):
     assert len(predictions) == 2 and 'pred_instances' in predictions[0]
     shown = glob.glob(str(tmp_path / 'test_work' / '*' / 'shown' / '*.png'))
     assert len(shown) == 2
+
+
+# ----------------------------------------------------------------------------- segmentation
+@pytest.mark.slow
+def test_tiny_train_then_test_on_generated_label_maps(
+    seg_shapes: str, tmp_path, run_tool: Callable
+):
+    pytest.importorskip('mmseg')
+    work_dir = tmp_path / 'work'
+    options = seg_data_options(seg_shapes)
+    train = run_tool(
+        'train.py', TINY_SEG_CONFIG, '--work-dir', str(work_dir), '--cfg-options', *options
+    )
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    checkpoint = work_dir / 'iter_6.pth'
+    assert checkpoint.is_file()
+    log = train.stdout + train.stderr
+    assert 'mIoU' in log and 'per class results' in log
+    state = torch.load(str(checkpoint))  # torch's default weights_only=True
+    keys = state['state_dict']
+    assert any(k.startswith('backbone.body.') for k in keys)
+    assert not any(k.startswith('backbone.head.') for k in keys)  # the body's features only
+
+    results = tmp_path / 'results.pkl'
+    test = run_tool(
+        'test.py', TINY_SEG_CONFIG, str(checkpoint), '--work-dir', str(tmp_path / 'test_work'),
+        '--out', str(results), '--show-dir', str(tmp_path / 'shown'), '--cfg-options', *options,
+    )  # fmt: skip
+    assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
+    assert 'mIoU' in test.stdout + test.stderr
+    with open(results, 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 4
+    assert tuple(predictions[0]['pred_sem_seg']['data'].shape) == (1, 64, 64)
+    shown = glob.glob(str(tmp_path / 'shown' / '**' / '*.png'), recursive=True)
+    assert len(shown) == 4
+    picture = cv2.imread(shown[0])
+    assert picture.shape[:2] == (64, 128)  # ground truth beside the prediction

@@ -11,8 +11,8 @@ import torch
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fish_blocks import PreActBottleneck
+from mmfish.testing import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 

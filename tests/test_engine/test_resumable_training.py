@@ -1,6 +1,6 @@
 """FaultTolerantCheckpointHook and ResumableEpochBasedTrainLoop on a toy model, in-process.
 
-Fast counterparts of the end-to-end runs in tests/test_fault_tolerance.py: a linear model whose
+Fast counterparts of the end-to-end runs in test_fault_tolerant_training.py: a linear model whose
 data draw from Python's and numpy's generators (in the data-loading workers when there are any)
 and whose loss draws from torch's (``torch.randperm``, as mmdet's RoI sampler does), with a
 shuffled sampler. A run interrupted after a checkpoint (by an exception, a failed write or

@@ -10,7 +10,8 @@ from typing import Callable, Dict, List
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CONFIG, import_tool
+
+from mmfish.testing import ROOT, TINY_CONFIG, import_tool
 
 COCO_CONFIG = osp.join(ROOT, 'configs', 'mask_rcnn_fishnet150_fpn_1x_coco.py')
 PKG_RESOURCES_WARNING = 'pkg_resources is deprecated'
@@ -230,41 +231,6 @@ def test_tta_runs_on_a_detector_without_mask_head(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'bbox_mAP_copypaste' in proc.stdout + proc.stderr
-
-
-# ------------------------------------------------------------------------------ tools' details
-def test_benchmark_no_memory_says_nothing_about_memory(capsys):
-    benchmark = import_tool('analysis_tools', 'benchmark_backbone')
-    benchmark.main(
-        [
-            '--shapes', '32x32', '--batch', '1', '--repeat', '1', '--warmup', '0',
-            '--threads', '1', '--models', 'fishnet99', '--modes', 'fwd',
-            '--memory-format', 'contiguous', '--no-memory', '--no-flops',
-        ]
-    )  # fmt: skip
-    out, err = capsys.readouterr()
-    assert '| fishnet99 |' in out
-    assert 'Memory:' not in out and 'peak MiB' not in out and 'peak memory' not in err
-    assert 'peak RSS' in benchmark.memory_method(torch.device('cpu'), no_memory=False)
-
-
-def test_profiler_counts_every_cpu_convolution_kernel_as_convolution():
-    profile_backbone = import_tool('analysis_tools', 'profile_backbone')
-    from torch.profiler import ProfilerActivity, profile
-
-    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
-    x = torch.randn(1, 4, 8, 8, requires_grad=True)
-    with torch.backends.mkldnn.flags(enabled=False):  # torch's own kernels: _slow_conv2d_*
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            conv(x).sum().backward()
-    names = {e.key[len('aten::') :] for e in prof.key_averages() if e.key.startswith('aten::')}
-    assert {'_slow_conv2d_forward', '_slow_conv2d_backward'} <= names
-    kinds = {name: profile_backbone.kind_of(name) for name in names if 'conv' in name}
-    assert 'other' not in kinds.values(), kinds
-    assert kinds['_slow_conv2d_forward'] == 'convolution forward'
-    assert kinds['_slow_conv2d_backward'] == 'convolution backward'
-    assert profile_backbone.kind_of('thnn_conv_depthwise2d_backward') == 'convolution backward'
-    assert profile_backbone.kind_of('_to_copy') == 'other'  # not everything is a convolution
 
 
 # ---------------------------------------------------------------- mmcv's CUDA ops in the set-up

@@ -8,9 +8,7 @@ import torch
 from mmengine.config import Config
 
 from mmfish.engine.optimizers.amp import CPUAmpOptimWrapper, configure_amp
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_shapes_config.py')
+from mmfish.testing import TINY_CONFIG
 
 
 def test_configure_amp_picks_bf16_on_cpu(monkeypatch):

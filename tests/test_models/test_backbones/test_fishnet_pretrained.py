@@ -17,18 +17,16 @@ from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
-import test_converter
 import torch
-from conftest import TINY_CONFIG
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
-from test_converter import ROOT
 
 from mmfish.models import FishNet
 from mmfish.models.backbones.fishnet_pretrained import PretrainedMismatchError
 from mmfish.models.backbones.variants import NO_PUBLISHED_WEIGHTS, PUBLISHED_WEIGHTS
 from mmfish.models.converters import convert_checkpoint
+from mmfish.testing import ROOT, TINY_CONFIG
 
 register_all_modules()
 
@@ -39,9 +37,6 @@ PRETRAINED_CONFIGS = sorted(
     for pattern in ('configs/*_fishnet*_fpn_1x_coco.py', 'configs/segmentation/*_fishnet*.py')
     for path in glob.glob(osp.join(ROOT, pattern))
 )
-
-
-source_files = test_converter.source_files  # the converter tests' authors'-format files
 
 
 @pytest.fixture(scope='module')

@@ -1,7 +1,5 @@
 """FishNet backbone: architecture figures, the mmdet backbone contract, and clear errors."""
 
-import copy
-
 import pytest
 import torch
 import torch.nn as nn
@@ -10,6 +8,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.models import FishNet
 from mmfish.models.layers.channel_reduction import channel_reduction
+from mmfish.testing import tiny_arch
 
 ARCHS = ('fishnet99', 'fishnet150', 'fishnet201')
 
@@ -34,13 +33,26 @@ def check_norm_state(modules, train_state: bool) -> bool:
 
 @pytest.mark.parametrize('arch', ARCHS)
 def test_parameter_counts_match_reference(arch):
-    classifier = FishNet(arch, out_norm=False, num_classes=1000)
+    with torch.device('meta'):  # sizes only: no memory, no initialisation
+        classifier = FishNet(arch, out_norm=False, num_classes=1000)
+        backbone = FishNet(arch, out_norm=False)
+        with_out_norm = FishNet(arch)
     assert num_params(classifier) == REFERENCE_PARAMS[arch]
-    backbone = FishNet(arch, out_norm=False)
     assert num_params(backbone) == BACKBONE_PARAMS[arch]
     # out_norm adds one norm (weight and bias) per returned channel, nothing else.
-    with_out_norm = FishNet(arch)
     assert num_params(with_out_norm) == BACKBONE_PARAMS[arch] + 2 * sum(with_out_norm.out_channels)
+
+
+def test_meta_device_builds_count_what_real_builds_count():
+    """The size tests build on the meta device: there a model has the same parameters."""
+    for arch in (tiny_arch(), tiny_arch(groups=4, group_width=2)):
+        real = FishNet(arch, num_classes=10)
+        with torch.device('meta'):
+            meta = FishNet(arch, num_classes=10)
+        assert all(p.is_meta for p in meta.parameters())
+        shapes = {k: v.shape for k, v in real.state_dict().items()}
+        assert {k: v.shape for k, v in meta.state_dict().items()} == shapes
+        assert num_params(meta) == num_params(real)
 
 
 @pytest.mark.parametrize('arch', ARCHS)
@@ -93,19 +105,12 @@ def test_classifier_logits(arch):
 
 
 def test_custom_arch_dict():
-    arch = dict(
-        tail_blocks=(1, 1, 1),
-        bridge_blocks=1,
-        body_blocks=(1, 1, 1),
-        head_blocks=(1, 1, 1),
-        body_transfer_blocks=(1, 1, 1),
-        head_transfer_blocks=(1, 1, 1),
-        tail_channels=(64, 128, 256),
-        body_channels=(256, 192, 64),
-    )
+    arch = tiny_arch()
+    assert arch['tail_channels'] == (16, 32, 64) and arch['body_channels'] == (64, 48, 32)
     model = FishNet(arch, out_indices=tuple(range(11)), out_norm=False)
-    # body: 256 + 128 (tail 1), 192 + 64 (tail 0), 64 + 64 (stem); head keeps and adds.
-    assert model.out_channels == (64, 64, 128, 256, 256, 384, 256, 128, 384, 768, 1024)
+    # stem 16; tail 16, 32, 64; bridge 64; body: 64 + 32 (tail 1), 48 + 16 (tail 0),
+    # 32 + 16 (stem); head keeps and adds: 48 + 64, 112 + 96, 208 + 64.
+    assert model.out_channels == (16, 16, 32, 64, 64, 96, 64, 48, 112, 208, 272)
     outs = model(torch.rand(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == list(model.out_channels)
 
@@ -159,7 +164,7 @@ def test_norm_cfg(norm_cfg, norm_type):
     norms = [m for m in model.modules() if isinstance(m, (_BatchNorm, nn.GroupNorm))]
     assert norms and all(isinstance(m, norm_type) for m in norms)
     if norm_type is nn.SyncBatchNorm:
-        model.eval()  # SyncBN trains only in a process group (tests/test_distributed.py)
+        model.eval()  # SyncBN trains only in a process group (tests/test_tools/test_distributed.py)
     outs = model(torch.rand(2, 3, 32, 32))
     assert outs[-1].shape == (2, 2112, 1, 1)
 
@@ -335,11 +340,29 @@ def test_wrong_number_of_input_channels():
         model(torch.rand(3, 32, 32))
 
 
-def test_state_dict_roundtrip_is_stable():
-    model = FishNet('fishnet99')
-    clone = copy.deepcopy(model)
-    assert list(model.state_dict()) == list(clone.state_dict())
-    assert all(not k.startswith(('fish.', 'module.')) for k in model.state_dict())
+def test_saved_state_dict_loads_whole_into_a_model_built_with_another_seed(tmp_path):
+    """Every parameter and buffer (norm statistics, out norms) is saved and loaded by name."""
+    torch.manual_seed(0)
+    source = FishNet(tiny_arch())
+    source.init_weights()
+    source.train()(torch.rand(2, 3, 64, 64))  # moves the norms' running statistics
+    path = tmp_path / 'fishnet.pth'
+    torch.save(source.state_dict(), path)
+
+    torch.manual_seed(1)
+    model = FishNet(tiny_arch())
+    model.init_weights()
+    saved = torch.load(path)
+    assert list(model.state_dict()) == list(saved)  # the same names, in the same order
+    assert all(not k.startswith(('fish.', 'module.')) for k in saved)
+    assert not torch.equal(model.stem[0].weight, saved['stem.0.weight'])  # another seed
+    model.load_state_dict(saved)  # strict: nothing missing, nothing unexpected
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    source.eval(), model.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(source(x), model(x)))
 
 
 def test_missing_pretrained_file_says_how_to_get_it(tmp_path):
@@ -347,3 +370,25 @@ def test_missing_pretrained_file_says_how_to_get_it(tmp_path):
     model = FishNet('fishnet99', init_cfg=dict(type='Pretrained', checkpoint=missing))
     with pytest.raises(FileNotFoundError, match='fishnet99_ckpt.tar.*fishnet2mmdet.py.*scratch'):
         model.init_weights()
+
+
+def test_single_value_per_channel_names_cause_and_fix() -> None:
+    tiny = tiny_arch()
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)  # one image, 1x1 at stride 32: one value per channel
+    with pytest.raises(ValueError) as error:
+        FishNet(arch=dict(tiny)).train()(x)
+    message = str(error.value)
+    for cause_or_fix in ('single value per channel', '1 image(s) of 32x32', 'batch_size >= 2',
+                         'at least 64 px', 'norm_eval=True', 'GroupNorm'):  # fmt: skip
+        assert cause_or_fix in message, message
+    assert 'Expected more than 1 value per channel' in str(error.value.__cause__)
+    # The fixes it names work.
+    FishNet(arch=dict(tiny)).train()(torch.randn(2, 3, 32, 32))
+    FishNet(arch=dict(tiny)).train()(torch.randn(1, 3, 64, 32))
+    FishNet(arch=dict(tiny), norm_eval=True).train()(x)
+    gn = dict(type='GN', num_groups=4, requires_grad=True)  # the tiny widths: 4 to 272
+    FishNet(arch=dict(tiny), norm_cfg=gn).train()(x)
+    with torch.device('meta'):  # built to check the channels only
+        for arch in ARCHS:  # the message's 16 groups fit them
+            FishNet(arch=arch, norm_cfg=dict(gn, num_groups=16))

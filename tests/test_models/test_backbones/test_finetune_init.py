@@ -20,20 +20,21 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
-from test_converter import (
-    ARCHS,
-    FIXTURES,
+
+from mmfish.models import FishNet
+from mmfish.models.backbones.fishnet import CONSUMER_NORMS
+from mmfish.models.converters import convert_checkpoint, map_key
+from mmfish.models.converters.convert import convert
+from mmfish.testing import (
+    REFERENCE_FIXTURES,
     ROOT,
     LoadSpy,
     relative_error,
     seeded_reference_state_dict,
 )
 
-from mmfish.models import FishNet
-from mmfish.models.backbones.fishnet import CONSUMER_NORMS
-from mmfish.models.converters import convert_checkpoint, map_key
-from mmfish.models.converters.convert import convert
-
+ARCHS = ('fishnet99', 'fishnet150', 'fishnet201')
+FIXTURES = Path(REFERENCE_FIXTURES)
 MAX_RELATIVE_ERROR = 1e-5
 BN_EPS = 1e-5
 

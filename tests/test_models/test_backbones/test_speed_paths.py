@@ -1,14 +1,12 @@
 """The fast paths give the network's results: channels-last, bf16 autocast, fused conv-BN.
 
 Correctness only; speed is measured by ``tools/analysis_tools/benchmark_backbone.py``
-(README, "Speed"), never asserted here. Gradient checkpointing's gradients are tested in
-``test_fishnet_backbone.py``.
+(README, "Speed"; its tests are in ``tests/test_tools/test_benchmark_tools.py``), never asserted
+here. Gradient checkpointing's gradients are tested in ``test_fishnet.py``.
 """
 
 import copy
-import json
 import os.path as osp
-import subprocess
 import sys
 from typing import Dict, List, Tuple
 
@@ -24,8 +22,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmfish.models import FishNet
 from mmfish.models.backbones.fish_blocks import PreActBottleneck
 from mmfish.models.layers.memory_format import CONVERT_CHUNK_BYTES, nhwc_to_nchw_copy, to_nchw
+from mmfish.testing import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BENCHMARK = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_backbone.py')
 # bf16 keeps 8 significant bits: one rounding is within 2**-8 relative. Through a hundred
 # layers the features' relative error measured 2-3e-2 (fishnet99 / 150, random weights);
@@ -36,14 +34,7 @@ BF16_FEATURE_TOLERANCE = 8 * BF16_EPS
 register_all_modules()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on shared cores two OpenMP threads spin-wait for each other (a float64
-    FishNet step takes 10 s instead of 0.3 s); these tests check values, not speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # values, not speed: see the fixture
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -292,85 +283,3 @@ def test_with_cp_keeps_no_stem_activation(frozen_stages):
     checkpointed = FishNet('fishnet99', with_cp=True, frozen_stages=frozen_stages)
     checkpointed.train()
     assert half not in _saved_resolutions(checkpointed, x)
-
-
-# --------------------------------------------------------------------------------- benchmark
-def run_benchmark(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, BENCHMARK, *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-@pytest.mark.slow  # about 30 s: a memory subprocess per case
-def test_benchmark_script_end_to_end(tmp_path):
-    out_json, out_md = tmp_path / 'bench.json', tmp_path / 'bench.md'
-    run_benchmark(
-        '--shapes', '64x64',
-        '--batch', '1',
-        '--repeat', '1',
-        '--warmup', '0',
-        '--threads', '1',
-        '--models', 'fishnet99', 'resnet50',
-        '--modes', 'fwd', 'fwd+bwd',
-        '--out-json', str(out_json),
-        '--out-md', str(out_md),
-    )  # fmt: skip
-    report = json.loads(out_json.read_text())
-    assert report['machine']['threads'] == 1
-    rows = {(r['model'], r['mode']): r for r in report['results']}
-    assert set(rows) == {
-        (m, mode) for m in ('fishnet99', 'resnet50') for mode in ('fwd', 'fwd+bwd')
-    }
-    for row in rows.values():
-        assert row['ms_per_image'] > 0 and len(row['times_s']) == 1
-        assert row['gmacs_per_image'] > 0 and row['peak_memory_mib'] is not None
-    assert rows[('resnet50', 'fwd')]['ratio_to_resnet50'] == 1.0
-    assert rows[('fishnet99', 'fwd')]['params'] == sum(
-        p.numel() for p in FishNet('fishnet99').parameters()
-    )
-    assert report['matmul_peak_gflops']['fp32'] > 0
-    assert '| fishnet99 |' in out_md.read_text()
-
-
-@pytest.mark.slow  # about 40 s: two Mask R-CNN builds and steps
-def test_benchmark_script_detector_mode(tmp_path):
-    out_json = tmp_path / 'bench.json'
-    run_benchmark(
-        '--detector',
-        '--shapes', '64x96:1',
-        '--repeat', '1',
-        '--warmup', '0',
-        '--threads', '1',
-        '--models', 'fishnet99', 'resnet50+fused',
-        '--no-memory',
-        '--out-json', str(out_json),
-    )  # fmt: skip
-    rows = {(r['model'], r['mode']): r for r in json.loads(out_json.read_text())['results']}
-    # a fused model only infers
-    assert set(rows) == {('fishnet99', 'fwd'), ('fishnet99', 'fwd+bwd'), ('resnet50+fused', 'fwd')}
-    assert all(r['ms_per_image'] > 0 and r['params'] > 30e6 for r in rows.values())
-
-
-def _profile_tool():
-    sys.path.insert(0, osp.dirname(BENCHMARK))
-    try:
-        import profile_backbone
-    finally:
-        sys.path.pop(0)
-    return profile_backbone
-
-
-@pytest.mark.parametrize('model', ['fishnet99', 'resnet50'])
-def test_profile_tool_sorts_time_into_kinds(model, capsys):
-    per_step = _profile_tool().main(
-        ['--model', model, '--shape', '64x64:2', '--steps', '1', '--threads', '1', '--top', '3']
-    )
-    assert per_step['convolution forward'] > 0 and per_step['convolution backward'] > 0
-    assert per_step['normalisation'] > 0
-    assert 'slowest 3 operators' in capsys.readouterr().out
-
-
-def test_profile_tool_rejects_an_unknown_model():
-    with pytest.raises(SystemExit, match='fishnet99/150/201 or resnet50/101'):
-        _profile_tool().main(['--model', 'vgg16'])

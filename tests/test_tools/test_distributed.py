@@ -21,9 +21,8 @@ import torch.distributed as torch_dist
 from mmengine.config import Config
 
 from mmfish.engine.runner.dist import setup_cpu_distributed
+from mmfish.testing import TINY_CONFIG
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_CONFIG = osp.join(ROOT, 'tests', 'data', 'tiny_shapes_config.py')
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason='tests the CPU-only path')
 
 
