@@ -50,15 +50,6 @@ HISTORY = re.compile(
     re.I,
 )
 
-# TODO(lead): what other branches add to or remove from the agreed layout (docs/development.md
-# and the pages name the agreed layout). Empty these once the branches are merged:
-# test_pending_work_is_still_pending fails as soon as one of them is done, naming it.
-PENDING_NEW = {
-    'configs/**/metafile.yml',
-}
-PENDING_GONE: set = set()
-PENDING_CONSOLE_TOOLS = {'mmfish-train', 'mmfish-test', 'mmfish-convert'}
-PENDING_SCOPES = {'mmfish'}  # config snippets whose _base_ is mmfish::...
 
 Docs = Dict[str, str]
 
@@ -277,16 +268,16 @@ def check_layout(docs: Docs, files: List[str]) -> None:
     entries = layout_entries(docs[DEVELOPMENT])
     problems = []
     for path, _ in entries:
-        if not osp.exists(osp.join(ROOT, path)) and path not in PENDING_NEW:
+        if not osp.exists(osp.join(ROOT, path)):
             problems.append(f'Layout names {path}, which does not exist')
     named = set()
     for entry, path in layout_names(entries):
         hits = fnmatch.filter(files, path) if '*' in path else [path] * (path in files)
-        if not hits and path not in PENDING_NEW:
+        if not hits:
             problems.append(f'Layout names {path} (under {entry}), which does not exist')
         named.update(hits)
     entry_paths = {p for p, _ in entries}
-    checked = [f for f in files if f.startswith(CHECKED_ROOTS) and f not in PENDING_GONE]
+    checked = [f for f in files if f.startswith(CHECKED_ROOTS)]
     packages = sorted({osp.dirname(f) + '/' for f in checked if f.startswith('mmfish/')})
     config_dirs = sorted({osp.dirname(f) + '/' for f in checked if f.startswith('configs/')})
     for folder in packages + config_dirs:
@@ -313,8 +304,6 @@ def check_paths(docs: Docs, files: List[str]) -> None:
                 if is_placeholder(token) or token.startswith('mmfish/.mim'):
                     continue
                 for path in expand_braces(token):
-                    if path in PENDING_NEW or token in PENDING_NEW:
-                        continue
                     if not path_exists(path, files):
                         missing.append(f'{doc}: {path}')
     assert not missing, f'the docs name paths that do not exist: {sorted(set(missing))}'
@@ -351,7 +340,7 @@ def check_commands(docs: Docs, files: List[str]) -> None:
                 if target not in targets:
                     problems.append(f'{doc}: make {target}: no such Makefile target')
             for tool in re.findall(r'(?<![\w-])(mmfish-[a-z]+)', piece):
-                if tool not in PENDING_CONSOLE_TOOLS and tool not in entry_points:
+                if tool not in entry_points:
                     problems.append(f'{doc}: {tool}: not a console entry point of the package')
             for match in re.finditer(
                 r'(?<![\w/.])(tools/[\w/.-]+\.(?:py|sh))((?:[^;&|#`]*))', piece
@@ -531,9 +520,6 @@ def build_and_run(path: str) -> None:
     ids=lambda value: value if value.endswith('.md') else value.split("'")[1],
 )
 def test_config_snippet_builds_and_runs(doc, code, tmp_path):
-    scope = re.match(r"_base_ = '(\w+)::", code).group(1)
-    if scope in PENDING_SCOPES:
-        pytest.skip(f'{scope}:: configs: TODO(lead), another branch adds the scope')
     path = tmp_path / 'snippet_config.py'
     path.write_text(code)
     build_and_run(str(path))
@@ -554,19 +540,6 @@ def test_a_snippet_without_delete_fails(tmp_path):
     path.write_text(code.replace('_delete_=True, ', ''))
     with pytest.raises(TypeError, match="unexpected keyword argument 'depth'"):
         build_and_run(str(path))
-
-
-# ------------------------------------------------------------------------ what is still pending
-def test_pending_work_is_still_pending(files):
-    """PENDING_* name other branches' work; once it is merged, they must be emptied."""
-    done = [p for p in PENDING_NEW if path_exists(p, files)]
-    done += [p for p in PENDING_GONE if not osp.exists(osp.join(ROOT, p))]
-    package = read('setup.py')
-    done += [t for t in PENDING_CONSOLE_TOOLS if t in package]
-    assert not done, (
-        'done, remove from the PENDING_* sets of tests/test_docs/test_readme.py (TODO(lead)): '
-        f'{sorted(done)}'
-    )
 
 
 # ----------------------------------------------------------- the checks fail on broken documents

@@ -21,12 +21,10 @@ import sys
 from typing import Dict, List
 
 import pytest
-from mmengine.config import Config
 
 from mmfish.models import FishNet
-from mmfish.testing import ROOT
+from mmfish.testing import ROOT, tiny_arch
 
-TINY_FISHNET = osp.join(ROOT, 'tests', 'data', 'tiny_fishnet.py')
 # Left out of the copy the wheel is built from: what the build does not read (and the build's own
 # output of earlier runs, which setuptools would otherwise ship again).
 SKIP_AT_TOP = {'.git', '.venv', 'build', 'dist', 'data', 'work_dirs', 'checkpoints', 'tests'}
@@ -170,14 +168,13 @@ def test_installed_wheel_trains_an_mmfish_base_config_from_another_directory(tmp
         assert out.startswith(f'usage: {command} '), out[:200]
 
     # One training step of a user config on an mmfish:: base, from the other directory.
-    tiny_arch = Config.fromfile(TINY_FISHNET).tiny_arch.to_dict()
-    built = FishNet({k: v for k, v in tiny_arch.items() if k != '_delete_'})
-    in_channels = list(built.out_channels)
+    in_channels = list(FishNet(tiny_arch()).out_channels)
+    arch = tiny_arch(_delete_=True)  # replaces the base's arch='fishnet150'
     config = osp.join(cwd, 'my_fishnet_config.py')
     with open(config, 'w') as f:
         f.write(
             USER_CONFIG.format(
-                data_root=tiny_shapes.rstrip('/') + '/', arch=tiny_arch, in_channels=in_channels
+                data_root=tiny_shapes.rstrip('/') + '/', arch=arch, in_channels=in_channels
             )
         )
     trained = run(
