@@ -6,7 +6,6 @@ import json
 import os.path as osp
 import pickle
 import subprocess
-import sys
 from typing import Callable
 
 import cv2
@@ -14,46 +13,29 @@ import pytest
 import torch
 
 from mmfish.datasets import generate_shapes_coco
-from mmfish.testing import ROOT, TINY_SEG_CONFIG, seg_data_options
+from mmfish.testing import ROOT, TINY_SEG_CONFIG, data_options, seg_data_options
 
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_fishnet99_fpn_shapes_cpu.py')
 
 
-def data_options(data_root: str) -> list:
-    ann_val = osp.join(data_root, 'annotations', 'instances_val.json')
-    return [
-        f'train_dataloader.dataset.data_root={data_root}/',
-        f'val_dataloader.dataset.data_root={data_root}/',
-        f'test_dataloader.dataset.data_root={data_root}/',
-        f'val_evaluator.ann_file={ann_val}',
-        f'test_evaluator.ann_file={ann_val}',
-        'train_dataloader.batch_size=2',
-        'val_dataloader.batch_size=2',
-        'test_dataloader.batch_size=2',
-    ]
-
-
-def run(args: list, cwd: str) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=900
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+BATCH_OPTIONS = [f'{loader}_dataloader.batch_size=2' for loader in ('train', 'val', 'test')]
 
 
 @pytest.mark.slow
-def test_train_then_test_on_generated_coco(tmp_path):
+def test_train_then_test_on_generated_coco(tmp_path, run_tool: Callable):
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        out = run_tool(script, *args, cwd=str(tmp_path), timeout=900)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out
+
     data_root = str(tmp_path / 'shapes')
     generate_shapes_coco(data_root, num_train=4, num_val=2, image_size=128, seed=1)
     work_dir = str(tmp_path / 'work')
-    options = data_options(data_root)
+    options = data_options(data_root) + BATCH_OPTIONS
 
     train = run(
-        [
-            osp.join(ROOT, 'tools', 'train.py'), DEMO_CONFIG, '--work-dir', work_dir,
-            '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', *options,
-        ],
-        cwd=str(tmp_path),
+        'train.py', DEMO_CONFIG, '--work-dir', work_dir,
+        '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', *options,
     )  # fmt: skip
     checkpoint = osp.join(work_dir, 'epoch_1.pth')
     assert osp.isfile(checkpoint)
@@ -68,12 +50,9 @@ def test_train_then_test_on_generated_coco(tmp_path):
 
     results = str(tmp_path / 'results.pkl')
     test = run(
-        [
-            osp.join(ROOT, 'tools', 'test.py'), DEMO_CONFIG, checkpoint,
-            '--work-dir', str(tmp_path / 'test_work'), '--out', results, '--show-dir', 'shown',
-            '--cfg-options', *options,
-        ],
-        cwd=str(tmp_path),
+        'test.py', DEMO_CONFIG, checkpoint,
+        '--work-dir', str(tmp_path / 'test_work'), '--out', results, '--show-dir', 'shown',
+        '--cfg-options', *options,
     )  # fmt: skip
     log = test.stdout + test.stderr
     assert 'bbox_mAP_copypaste' in log and 'segm_mAP_copypaste' in log
