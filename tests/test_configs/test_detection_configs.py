@@ -31,10 +31,11 @@ CONFIGS = sorted(
     and osp.join('configs', 'segmentation') not in p
 )
 COCO_CONFIGS = [c for c in CONFIGS if c.endswith('_coco.py')]
-# mmdet's configs/scratch/ recipe (README, "Training from scratch"); the others fine-tune 1x.
+# mmdet's configs/scratch/ recipe (docs/training.md, "Training from scratch"); the others
+# fine-tune 1x.
 SCRATCH_CONFIGS = [c for c in COCO_CONFIGS if c.endswith('_gn-all_scratch_6x_coco.py')]
 ONE_X_CONFIGS = [c for c in COCO_CONFIGS if c not in SCRATCH_CONFIGS]
-# Variants of which no ImageNet checkpoint exists (README, "FishNeXt").
+# Variants of which no ImageNet checkpoint exists (docs/backbone.md, "FishNeXt").
 NO_IMAGENET_WEIGHTS = ('fishnext150',)
 
 register_all_modules()
@@ -78,8 +79,7 @@ def test_coco_configs_follow_the_1x_recipe(config):
         assert init is None
         assert cfg.model.backbone.frozen_stages == -1 and not cfg.model.backbone.norm_eval
     else:
-        # FishNet-150 starts from the strongest published ImageNet weights (README, "ImageNet
-        # weights").
+        # FishNet-150 starts from the strongest published ImageNet weights (docs/weights.md).
         source = 'fishnet150_pytorchcv' if arch == 'fishnet150' else arch
         assert init.type == 'Pretrained'
         assert init.checkpoint == f'checkpoints/{source}_in1k_mmfish.pth'

@@ -113,7 +113,7 @@ def test_config_recipe_and_build(config):
     arch = config.split('_')[1]
     assert raw.custom_imports == dict(imports=['mmfish'], allow_failed_imports=False)
     assert raw.default_scope == 'mmseg'
-    # the ImageNet start of the detection configs of the same variant (README, "ImageNet weights")
+    # the ImageNet start of the detection configs of the same variant (docs/weights.md)
     detection = Config.fromfile(osp.join(ROOT, 'configs', f'mask_rcnn_{arch}_fpn_1x_coco.py'))
     init = raw.model.backbone.init_cfg
     assert init == dict(type='Pretrained', checkpoint=detection.model.backbone.init_cfg.checkpoint)

@@ -592,7 +592,7 @@ class FishNet(BaseModule):
                 'initial statistics (mean 0, variance 1): under norm_eval they stay the '
                 "identity. Convert the authors' checkpoint again with "
                 f'{tool_command("model_converters/fishnet2mmdet.py")}, which writes them '
-                '(README, "ImageNet weights").',
+                '(docs/weights.md).',
                 stacklevel=2,
             )
 

@@ -19,7 +19,7 @@ the file to convert instead:
   (the score head, stages after the last of ``out_indices``, out norms of other features).
 
 :data:`~mmfish.models.backbones.variants.PUBLISHED_WEIGHTS` lists the published ImageNet files
-per variant, with the file name the configs expect for each (README, "ImageNet weights");
+per variant, with the file name the configs expect for each (docs/weights.md);
 :func:`how_to_get_weights` turns it into the fix that the missing-file and mismatch messages
 print.
 """
@@ -106,7 +106,7 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
             f'{w.converted}'
             for w in others
         )
-        text += f' Other published {arch} files: {listed} (README, "ImageNet weights").'
+        text += f' Other published {arch} files: {listed} (docs/weights.md).'
     return text
 
 
@@ -121,15 +121,15 @@ def how_to_train_from_scratch(target: LoadTarget) -> str:
         )
     if target.frozen_stages >= 0 or target.norm_eval:
         return (
-            f'To train without ImageNet weights, use a from-scratch recipe, {config} (README, '
-            f'"Training from scratch"): init_cfg=None alone would keep frozen_stages='
-            f'{target.frozen_stages} and norm_eval={target.norm_eval}, which leave random layers '
-            'frozen and norm statistics at their initial values.'
+            f'To train without ImageNet weights, use a from-scratch recipe, {config} '
+            f'(docs/training.md, "Training from scratch"): init_cfg=None alone would keep '
+            f'frozen_stages={target.frozen_stages} and norm_eval={target.norm_eval}, which leave '
+            'random layers frozen and norm statistics at their initial values.'
         )
     return (
         'To train without ImageNet weights, set init_cfg=None (this backbone freezes nothing and '
-        f'trains its norms); for detection, the full from-scratch recipe is {config} (README, '
-        '"Training from scratch").'
+        f'trains its norms); for detection, the full from-scratch recipe is {config} '
+        '(docs/training.md, "Training from scratch").'
     )
 
 

@@ -90,7 +90,7 @@ class ImageNetWeights(NamedTuple):
     converted: str
 
 
-# README, "ImageNet weights" ("Which file to start from"): the files the converter reads.
+# docs/weights.md, "Which file to start from": the files the converter reads.
 PUBLISHED_WEIGHTS: Tuple[ImageNetWeights, ...] = (
     ImageNetWeights(
         'fishnet99',
@@ -101,7 +101,7 @@ PUBLISHED_WEIGHTS: Tuple[ImageNetWeights, ...] = (
     ),
     ImageNetWeights(
         'fishnet150',
-        "pytorchcv's file, downloaded as README 'ImageNet weights' says",
+        "pytorchcv's file, downloaded as docs/weights.md says",
         'fishnet150-0475-93e26daa.pth',
         80.74,
         'checkpoints/fishnet150_pytorchcv_in1k_mmfish.pth',
@@ -126,14 +126,15 @@ NO_PUBLISHED_WEIGHTS: Dict[str, str] = {
     'fishnet201': (
         'No FishNet-201 ImageNet weights are published in a layout the converter reads: the '
         'authors publish only the "well-trained" fishnet201_ckpt_welltrain.tar, which the '
-        'converter refuses (it cannot be mapped exactly; README, "ImageNet weights"), no plain '
+        'converter refuses (it cannot be mapped exactly; docs/weights.md), no plain '
         'fishnet201_ckpt.tar, and pytorchcv has no FishNet-201 weights. The converter does read '
         "a FishNet-201 checkpoint in the authors' reference layout (e.g. one you trained with "
         f'their code): `{CONVERTER} SOURCE {{path}} --arch fishnet201`.'
     ),
     'fishnext150': (
-        'No FishNeXt-150 ImageNet weights exist (the authors published none; README, '
-        '"FishNeXt"): load a checkpoint of your own ImageNet training of the same arch.'
+        'No FishNeXt-150 ImageNet weights exist (the authors published none; '
+        'docs/backbone.md, "FishNeXt"): load a checkpoint of your own ImageNet training of the '
+        'same arch.'
     ),
 }
 

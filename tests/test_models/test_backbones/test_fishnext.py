@@ -9,7 +9,7 @@ from mmfish.models import FishNet
 from mmfish.models.backbones.fish_blocks import PreActBottleneck
 from mmfish.testing import tiny_arch
 
-# Counted by tools/analysis_tools/count_params.py (README, "Model table"); the paper says
+# Counted by tools/analysis_tools/count_params.py (docs/backbone.md, "Model table"); the paper says
 # "about 26M", like ResNeXt-50.
 FISHNEXT150_PARAMS = 26_750_888
 FISHNEXT150_BACKBONE_PARAMS = 23_457_280
