@@ -6,11 +6,24 @@ from typing import Callable, Dict, Iterator, List
 
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 
 from mmfish.datasets import generate_shapes_coco
 from mmfish.testing import ReferenceFiles, data_options
 from mmfish.testing import run_tool as _run_tool
 from mmfish.testing import tool_env as _env
+
+
+@pytest.fixture(autouse=True)
+def isolated_default_scope() -> Iterator[None]:
+    """Each test starts with the default scopes it found: mmengine's ``DefaultScope`` is global,
+    and the latest one created decides where a registry without ``_scope_`` builds from (a toy
+    mmengine ``Runner`` leaves ``'mmengine'``, where mmdet's and mmseg's classes are not found).
+    """
+    before = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(before)
 
 
 @pytest.fixture(scope='session')
