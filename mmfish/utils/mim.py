@@ -179,8 +179,6 @@ def resolve_config(config: str) -> str:
         return config
     try:
         return Config._get_cfg_path(config, '')[0]
-    except FileNotFoundError:
-        raise
     except (AssertionError, ValueError, ModuleNotFoundError) as error:  # mmengine's refusals
         raise FileNotFoundError(f'config {config} cannot be found: {error}') from error
 

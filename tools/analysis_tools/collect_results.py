@@ -225,12 +225,14 @@ class FeatureExtractor(nn.Module):
 
 
 def describe_backbone(backbone_cfg: dict) -> Tuple[str, str, Optional[str], Optional[int]]:
-    """(label, type, arch, depth) of a backbone config: ``'FishNet-150'``, ``'ResNet-50'``..."""
+    """(label, type, arch, depth) of a backbone config: ``'FishNet-150'``, ``'FishNeXt-150'``,
+    ``'ResNet-50'``..."""
     kind = str(backbone_cfg.get('type', '?')).split('.')[-1]  # 'mmdet.ResNet' -> 'ResNet'
     if kind == 'FishNet':
         arch = backbone_cfg.get('arch', 'fishnet150')
         if isinstance(arch, str):
-            return f'FishNet-{arch[len("fishnet") :]}', kind, arch, None
+            family = 'FishNeXt' if arch.startswith('fishnext') else 'FishNet'
+            return f'{family}-{arch[len(family) :]}', kind, arch, None
         return 'FishNet (custom arch)', kind, None, None
     depth = backbone_cfg.get('depth')
     label = f'{kind}-{depth}' if depth is not None else kind

@@ -36,7 +36,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))  # benchmark_backbone, collect_results
 
 from benchmark_backbone import count_macs  # noqa: E402
-from collect_results import FeatureExtractor  # noqa: E402
+from collect_results import FeatureExtractor, describe_backbone  # noqa: E402
 
 import mmfish  # noqa: E402,F401  (FishNet in mmdet's and mmseg's registries)
 
@@ -90,18 +90,6 @@ def is_segmentation(config: str) -> bool:
     return config.startswith('configs/segmentation/')
 
 
-def backbone_label(backbone: dict) -> str:
-    """'FishNet-150', 'FishNeXt-150', 'ResNet-50'."""
-    kind = str(backbone.get('type', '?')).split('.')[-1]
-    if kind == 'FishNet':
-        arch = str(backbone.get('arch'))
-        prefix, family = (
-            ('fishnext', 'FishNeXt') if arch.startswith('fishnext') else ('fishnet', 'FishNet')
-        )
-        return f'{family}-{arch[len(prefix) :]}'
-    return f'{kind}-{backbone.get("depth")}' if 'depth' in backbone else kind
-
-
 def imagenet_weights(backbone: dict) -> Optional[str]:
     """The checkpoint of the backbone's ``Pretrained`` init, None from scratch."""
     init = backbone.get('init_cfg') or {}
@@ -141,7 +129,7 @@ def describe(config: str, cfg: Config) -> dict:
         'In Collection': collection,
         'Config': config,
         'Metadata': {
-            'Backbone': backbone_label(model.backbone),
+            'Backbone': describe_backbone(model.backbone)[0],
             'Training Data': data,
             **schedule,
             'ImageNet Weights': imagenet_weights(model.backbone) or 'none (from scratch)',
