@@ -37,15 +37,20 @@ them, and a run resumed after the first epoch then draws other augmentations (a 
 """
 
 import functools
+import os.path as osp
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
+import torch.distributed as torch_dist
+from mmengine.dist import get_rank, get_world_size
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.utils import calc_dynamic_intervals
 from torch.utils.data import DataLoader
 
+from mmfish.datasets.bad_samples import REPORT_NAME, BadSamples, default_bound
+from mmfish.datasets.keyed import is_keyed, keyed_dataloader
 from mmfish.registry import register_loop
 
 from .random_state import RngStates, get_rng_states, preserved_rng_states, set_rng_states
@@ -62,6 +67,83 @@ class _ResumableLoop:
     _resume_state: Optional[Dict[str, Any]] = None
     _rng_to_restore: Optional[RngStates] = None
     _validation_rng: Optional[RngStates] = None
+    bad_samples: Optional[BadSamples] = None
+
+    # ---------------------------------------------------------------------------- keyed samples
+    def _key_samples(self, seeded_augmentation: bool, max_bad_samples: Optional[int]) -> None:
+        """Replace the data loader by its keyed version (:mod:`mmfish.datasets.keyed`)."""
+        if not isinstance(seeded_augmentation, bool):
+            raise ValueError(
+                f'train_cfg.seeded_augmentation must be True or False, got {seeded_augmentation!r}'
+            )
+        self.seeded_augmentation = seeded_augmentation
+        sampler = getattr(self.dataloader.batch_sampler, 'sampler', self.dataloader.sampler)
+        seed = getattr(sampler, 'seed', None)
+        self.dataloader = keyed_dataloader(
+            self.dataloader,
+            seeded=seeded_augmentation,
+            default_seed=self.runner.seed if seed is None else seed,
+        )
+        size = len(self.dataloader.dataset)
+        bound = default_bound(size) if max_bad_samples is None else max_bad_samples
+        name = REPORT_NAME if get_world_size() == 1 else f'rank{get_rank()}_{REPORT_NAME}'
+        self.bad_samples = BadSamples(osp.join(self.runner.work_dir, name), bound)
+
+    @property
+    def _skips_batches(self) -> bool:
+        """Whether a resume skips the batches already trained on without loading them: their
+        augmentations are a function of their keys, and loading them draws nothing that matters.
+        """
+        return is_keyed(self.dataloader) and self.seeded_augmentation
+
+    def _taken(self, items: Iterable[Any]) -> Iterator[Any]:
+        """The batches of a keyed data loader; their skipped samples recorded (may stop)."""
+        for item in items:
+            yield self._take(item)
+
+    def _take(self, item: Any) -> Any:
+        if not is_keyed(self.dataloader):
+            return item
+        batch, skipped = item
+        if skipped:
+            self.bad_samples.add(skipped)
+            for record in skipped:
+                self.runner.logger.warning(
+                    f'Skipped a bad training sample, {record.file}: {record.error} (another '
+                    f'sample was loaded in its place; report: {self.bad_samples.report_path})'
+                )
+        if self._any_process(self.bad_samples.over_bound):
+            self._stop_for_bad_samples()
+        return batch
+
+    @staticmethod
+    def _any_process(flag: bool) -> bool:
+        if get_world_size() == 1:
+            return flag
+        device = 'cuda' if torch_dist.get_backend() == 'nccl' else 'cpu'
+        value = torch.tensor([int(flag)], device=device)
+        torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def _stop_for_bad_samples(self) -> None:
+        """Write a checkpoint of the last iteration done and stop with the files named."""
+        runner = self.runner
+        self.bad_samples.write_report()
+        hook = next((h for h in runner.hooks if hasattr(h, '_write')), None)
+        checkpoint = None
+        if hook is not None:  # FaultTolerantCheckpointHook: atomic, with the random states
+            name = f'iter_{runner.iter}.pth'
+            if not osp.isfile(osp.join(hook.out_dir, name)):  # else: saved by its interval
+                runner.message_hub.update_info('preemption_ckpt', name)  # removed later
+            meta = dict(epoch=runner.epoch, iter=runner.iter)
+            hook._write(runner, name, meta=meta, by_epoch=False)
+            checkpoint = osp.join(hook.out_dir, name)
+        raise self.bad_samples.error(checkpoint)
+
+    def _sampler(self) -> Any:
+        """The index sampler (a keyed loader's, or mmdet's batch sampler's, not DataLoader's)."""
+        batch_sampler = getattr(self.dataloader, 'batch_sampler', None)
+        return getattr(batch_sampler, 'sampler', None) or self.dataloader.sampler
 
     # --------------------------------------------------------------------------- checkpoint state
     def get_train_state(self) -> Dict[str, Any]:
@@ -70,9 +152,9 @@ class _ResumableLoop:
         During validation these are the training's states, put aside before validation began
         (a checkpoint written after an evaluation, e.g. of the best model, resumes training).
         """
-        sampler = self.dataloader.sampler
+        sampler = self._sampler()
         rng = self._validation_rng if self._validation_rng is not None else get_rng_states()
-        return dict(
+        state = dict(
             version=TRAIN_STATE_VERSION,
             rng=rng,
             seed=self.runner.seed,
@@ -83,6 +165,9 @@ class _ResumableLoop:
             ),
             batch_size=self.dataloader.batch_size,
         )
+        if self.bad_samples is not None:
+            state['bad_samples'] = self.bad_samples.state_dict()
+        return state
 
     def set_train_state(self, state: Optional[Dict[str, Any]]) -> None:
         """Take a checkpoint's state for this process; it is applied when training resumes.
@@ -125,7 +210,7 @@ class _ResumableLoop:
                 'than an uninterrupted run would (same data order; a different random path).'
             )
             return None
-        sampler = self.dataloader.sampler
+        sampler = self._sampler()
         saved_seed = state['sampler']['seed']
         if saved_seed is not None and getattr(sampler, 'seed', saved_seed) != saved_seed:
             logger.warning(
@@ -146,14 +231,17 @@ class _ResumableLoop:
                 f'The checkpoint was written with batch size {state["batch_size"]}, this run uses '
                 f'{self.dataloader.batch_size}: the resumed run cannot follow the same path.'
             )
-        if self.dataloader.num_workers > 0 and self.dataloader.persistent_workers:
-            if data_epoch > 0:
-                logger.warning(
-                    'Resuming with persistent data-loading workers after the first epoch: their '
-                    'random states (augmentation) are not in the checkpoint, so augmentations will '
-                    'differ from an uninterrupted run. persistent_workers=False makes the resumed '
-                    'run exact.'
-                )
+        persistent = self.dataloader.num_workers > 0 and self.dataloader.persistent_workers
+        if persistent and data_epoch > 0 and not self._skips_batches:
+            logger.warning(
+                'Resuming with persistent data-loading workers after the first epoch and '
+                "train_cfg.seeded_augmentation=False: the workers' random states (augmentation) "
+                'are not in the checkpoint, so augmentations will differ from an uninterrupted '
+                'run. seeded_augmentation=True (the default) or persistent_workers=False makes '
+                'the resumed run exact.'
+            )
+        if self.bad_samples is not None:
+            self.bad_samples.load_state_dict(state.get('bad_samples'))
         self._rng_to_restore = state['rng']
         return state
 
@@ -163,11 +251,26 @@ class ResumableEpochBasedTrainLoop(_ResumableLoop, EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` that resumes mid-epoch on the uninterrupted run's random path.
 
     Takes ``EpochBasedTrainLoop``'s arguments (``max_epochs``, ``val_begin``, ``val_interval``,
-    ``dynamic_intervals``). Configs select it with
+    ``dynamic_intervals``) and ``seeded_augmentation`` and ``max_bad_samples`` (the module's
+    docstring). Configs select it with
     ``train_cfg = dict(type='ResumableEpochBasedTrainLoop', ...)``;
     :class:`~mmfish.engine.hooks.FaultTolerantCheckpointHook` writes and reads the state it needs
     (:meth:`get_train_state`, :meth:`set_train_state`).
     """
+
+    def __init__(
+        self,
+        runner,
+        dataloader: Union[DataLoader, Dict],
+        max_epochs: int,
+        val_begin: int = 1,
+        val_interval: int = 1,
+        dynamic_intervals: Optional[List[Tuple[int, int]]] = None,
+        seeded_augmentation: bool = True,
+        max_bad_samples: Optional[int] = None,
+    ) -> None:
+        super().__init__(runner, dataloader, max_epochs, val_begin, val_interval, dynamic_intervals)
+        self._key_samples(seeded_augmentation, max_bad_samples)
 
     def run(self) -> torch.nn.Module:
         """Train from the current epoch and iteration to ``max_epochs``."""
@@ -195,15 +298,23 @@ class ResumableEpochBasedTrainLoop(_ResumableLoop, EpochBasedTrainLoop):
             self._restore_rng_states()  # before creating the iterator draws a seed
         batches = self._batches_after(done)
         self._restore_rng_states()  # after the batches loaded again drew theirs
-        for idx, data_batch in enumerate(batches, start=done):
+        for idx, data_batch in enumerate(self._taken(batches), start=done):
             self.run_iter(idx, data_batch)
         self.runner.call_hook('after_train_epoch')
         self._epoch += 1
 
     def _batches_after(self, done: int) -> Iterator[Any]:
-        """The epoch's batches after the first ``done``, which are loaded and dropped."""
+        """The epoch's batches after the first ``done``: skipped unloaded (seeded augmentation),
+        or loaded and dropped."""
         if done >= len(self.dataloader):
             return iter(())  # the checkpoint ended the epoch: only its end-of-epoch hooks are due
+        if done and self._skips_batches:
+            self.runner.logger.info(
+                f'Resuming in the middle of epoch {self._epoch + 1}: skipping the {done} batches '
+                'already trained on without loading them (their augmentations are seeded by '
+                'sample), to continue with the same data and augmentations'
+            )
+            return _iterator_skipping(self.dataloader, done)
         batches = iter(self.dataloader)
         if done:
             self.runner.logger.info(
@@ -211,7 +322,7 @@ class ResumableEpochBasedTrainLoop(_ResumableLoop, EpochBasedTrainLoop):
                 'already trained on, to continue with the same data and augmentations'
             )
             for _ in range(done):
-                next(batches)
+                self._take(next(batches))
         return batches
 
 
@@ -224,6 +335,15 @@ def _set_sampler_epoch(dataloader: DataLoader, epoch: int) -> None:
         if hasattr(sampler, 'set_epoch'):
             sampler.set_epoch(epoch)
             return
+
+
+def _iterator_skipping(dataloader: DataLoader, skip: int) -> Iterator[Any]:
+    """A keyed data loader's iterator that leaves out the first ``skip`` batches unloaded."""
+    dataloader.batch_sampler.skip_batches = skip
+    try:
+        return iter(dataloader)
+    finally:
+        dataloader.batch_sampler.skip_batches = 0
 
 
 class _Batches:
@@ -246,9 +366,16 @@ class _Batches:
     def __iter__(self) -> '_Batches':
         return self
 
-    def start(self) -> None:
-        """Create the data loader iterator of this pass now (it draws a seed from torch's)."""
-        self._iterator = iter(self.dataloader)
+    def start(self, skip: int = 0) -> None:
+        """Create the data loader iterator of this pass now (it draws a seed from torch's).
+
+        Args:
+            skip: Batches of the pass to leave out unloaded (a keyed data loader's).
+        """
+        self._iterator = (
+            _iterator_skipping(self.dataloader, skip) if skip else iter(self.dataloader)
+        )
+        self.batches = skip
 
     def __next__(self) -> Any:
         if self._iterator is None:
@@ -272,7 +399,8 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
     """``IterBasedTrainLoop`` that resumes on the uninterrupted run's data and random path.
 
     Takes ``IterBasedTrainLoop``'s arguments (``max_iters``, ``val_begin``, ``val_interval``,
-    ``dynamic_intervals``). Configs select it with
+    ``dynamic_intervals``) and ``seeded_augmentation`` and ``max_bad_samples`` (the module's
+    docstring). Configs select it with
     ``train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=...)``;
     :class:`~mmfish.engine.hooks.FaultTolerantCheckpointHook` writes and reads the state it needs
     (:meth:`get_train_state`, :meth:`set_train_state`).
@@ -286,6 +414,8 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
         val_begin: int = 1,
         val_interval: int = 1000,
         dynamic_intervals: Optional[List[Tuple[int, int]]] = None,
+        seeded_augmentation: bool = True,
+        max_bad_samples: Optional[int] = None,
     ) -> None:
         # IterBasedTrainLoop.__init__ (mmengine 0.10.7) but for its data iterator, which it
         # creates at once: one with workers would take indices from an InfiniteSampler, and seed
@@ -306,6 +436,7 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
         self.dynamic_milestones, self.dynamic_intervals = calc_dynamic_intervals(
             self.val_interval, dynamic_intervals
         )
+        self._key_samples(seeded_augmentation, max_bad_samples)
         self.dataloader_iterator = _Batches(self.dataloader)
         if self.dataloader.num_workers == 0:
             self.dataloader_iterator.start()  # now, as mmengine's loop: the same random draws
@@ -326,7 +457,7 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
             self._resume_data()
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
-            data_batch = next(self.dataloader_iterator)
+            data_batch = self._take(next(self.dataloader_iterator))
             self.run_iter(data_batch)
             self._decide_current_val_interval()
             if (
@@ -345,11 +476,20 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
         epoch, done = (position['epoch'], position['batches']) if position else (0, self._iter)
         self._prepare_resume(epoch)  # before the first iterator: it may correct the seeds
         self.dataloader_iterator = _Batches(self.dataloader, epoch)
-        self.runner.logger.info(
-            f'Resuming at iteration {self._iter}: loading the {done} batches already taken from '
-            'the data loader (in its current pass over the data), to continue with the same data '
-            'and augmentations'
-        )
-        for _ in range(done):
-            next(self.dataloader_iterator)
+        if self._skips_batches:
+            self.dataloader_iterator.start(skip=done)
+            self.runner.logger.info(
+                f'Resuming at iteration {self._iter}: skipping the {done} batches already taken '
+                'from the data loader (in its current pass over the data) without loading them '
+                '(their augmentations are seeded by sample), to continue with the same data and '
+                'augmentations'
+            )
+        else:
+            self.runner.logger.info(
+                f'Resuming at iteration {self._iter}: loading the {done} batches already taken '
+                'from the data loader (in its current pass over the data), to continue with the '
+                'same data and augmentations'
+            )
+            for _ in range(done):
+                self._take(next(self.dataloader_iterator))
         self._restore_rng_states()  # after the batches loaded again drew theirs

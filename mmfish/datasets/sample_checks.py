@@ -1,0 +1,111 @@
+"""What makes one annotation unusable: a box or a polygon that no training step can use.
+
+Shared by the data checks run before training (:mod:`mmfish.datasets.data_checks`, on the COCO
+file's ``[x, y, w, h]`` boxes and ``segmentation`` polygons) and by the check of each sample as
+it is loaded (:class:`mmfish.datasets.keyed.KeyedDataset`, on mmdet's parsed ``instances``, whose
+boxes are ``[x1, y1, x2, y2]``). Each function returns a short description of the problem, or
+None when the annotation is fine.
+
+- A **box** is bad when a coordinate is not a finite number, or when its width or height is
+  negative. (mmdet's ``CocoDataset`` silently drops a COCO annotation whose box has a NaN, a
+  negative or a sub-pixel side, and keeps one whose width is infinite: a loss of NaN follows.)
+- A **polygon** is bad when it is empty, has fewer than three points or an odd number of
+  coordinates, a coordinate that is not finite, or two edges that cross each other
+  (self-intersecting: pycocotools fills it by the even-odd rule, leaving holes that are no part
+  of the object). Polygons that only touch themselves at a vertex, or that have repeated
+  points, pass. RLE masks (crowd annotations) are not checked.
+"""
+
+import math
+import numbers
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+
+
+def _all_numbers(values: Any) -> bool:
+    return isinstance(values, (list, tuple)) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values
+    )
+
+
+def box_problem(box: Any, xyxy: bool = False) -> Optional[str]:
+    """What is wrong with a box (``[x, y, w, h]``, or ``[x1, y1, x2, y2]`` if ``xyxy``)."""
+    if not (_all_numbers(box) and len(box) == 4):
+        return f'not 4 numbers: {box!r}'
+    if not all(math.isfinite(v) for v in box):
+        return f'non-finite box {list(box)}'
+    width, height = (box[2] - box[0], box[3] - box[1]) if xyxy else (box[2], box[3])
+    if width < 0 or height < 0:
+        return f'negative-size box {list(box)}'
+    return None
+
+
+def _edges_cross(points: np.ndarray) -> bool:
+    """Whether two non-adjacent edges of a closed polygon cross (properly, at one point)."""
+    a = points
+    b = np.roll(points, -1, axis=0)
+    n = len(points)
+    i, j = np.triu_indices(n, k=2)
+    keep = ~((i == 0) & (j == n - 1))  # the last edge is adjacent to the first
+    i, j = i[keep], j[keep]
+    if not len(i):
+        return False
+
+    def orient(p, q, r):
+        return np.sign(
+            (q[:, 0] - p[:, 0]) * (r[:, 1] - p[:, 1]) - (q[:, 1] - p[:, 1]) * (r[:, 0] - p[:, 0])
+        )
+
+    p1, p2, q1, q2 = a[i], b[i], a[j], b[j]
+    crosses = (orient(p1, p2, q1) * orient(p1, p2, q2) < 0) & (
+        orient(q1, q2, p1) * orient(q1, q2, p2) < 0
+    )
+    return bool(crosses.any())
+
+
+def polygon_problem(polygon: Any) -> Optional[str]:
+    """What is wrong with one polygon, a flat list ``[x1, y1, x2, y2, ...]``."""
+    if not isinstance(polygon, (list, tuple, np.ndarray)) or len(polygon) == 0:
+        return 'empty polygon'
+    values = list(np.asarray(polygon, dtype=object).ravel())
+    if not _all_numbers(values):
+        return 'polygon of non-numbers'
+    if len(values) % 2 or len(values) < 6:
+        return f'polygon of {len(values)} coordinates (needs an even number, at least 6)'
+    points = np.asarray(values, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(points).all():
+        return 'polygon with a non-finite coordinate'
+    if _edges_cross(points):
+        return 'self-intersecting polygon'
+    return None
+
+
+def segmentation_problem(segmentation: Any) -> Optional[str]:
+    """What is wrong with a COCO ``segmentation``: a list of polygons (an RLE dict passes)."""
+    if isinstance(segmentation, dict):
+        return None
+    if not isinstance(segmentation, (list, tuple)) or not segmentation:
+        return 'empty segmentation'
+    for polygon in segmentation:
+        problem = polygon_problem(polygon)
+        if problem:
+            return problem
+    return None
+
+
+def instance_problems(instances: Sequence[Any]) -> List[str]:
+    """The problems of a loaded sample's ``instances`` (mmdet's: xyxy boxes, ``mask``)."""
+    problems = []
+    for n, instance in enumerate(instances or ()):
+        if not isinstance(instance, dict):
+            continue
+        if 'bbox' in instance:
+            problem = box_problem(instance['bbox'], xyxy=True)
+            if problem:
+                problems.append(f'instance {n}: {problem}')
+        if 'mask' in instance:
+            problem = segmentation_problem(instance['mask'])
+            if problem:
+                problems.append(f'instance {n}: {problem}')
+    return problems
