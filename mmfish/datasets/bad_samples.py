@@ -86,8 +86,8 @@ class BadSamples:
 
     def error(self, checkpoint: Optional[str]) -> TooManyBadSamples:
         """The one-line error of a run stopped by the bound."""
-        names = listing([f'{f} ({e["error"].splitlines()[0][:120]})' for f, e in self.files.items()],
-                        3, 'bad training sample')  # fmt: skip
+        files = [f'{f} ({e["error"].splitlines()[0][:120]})' for f, e in self.files.items()]
+        names = listing(files, 3, 'bad training sample')
         saved = f'checkpoint {osp.basename(checkpoint)} saved; ' if checkpoint else ''
         return TooManyBadSamples(
             f'{names}, more than train_cfg.max_bad_samples={self.bound} allows: stopped '

@@ -91,6 +91,8 @@ def _runner(
     resume: bool = False,
     max_keep_ckpts: int = -1,
     by_epoch: bool = False,
+    persistent: bool = False,
+    seeded: bool = True,
 ) -> Runner:
     torch.manual_seed(1234)  # the same initial weights in every run
     return Runner(
@@ -103,10 +105,12 @@ def _runner(
             collate_fn=dict(type='pseudo_collate'),
             batch_size=2,
             num_workers=num_workers,
-            persistent_workers=False,
+            persistent_workers=persistent and num_workers > 0,
         ),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=1e-3)),
-        train_cfg=dict(type=ResumableEpochBasedTrainLoop, max_epochs=MAX_EPOCHS),
+        train_cfg=dict(
+            type=ResumableEpochBasedTrainLoop, max_epochs=MAX_EPOCHS, seeded_augmentation=seeded
+        ),
         default_hooks=dict(
             checkpoint=FaultTolerantCheckpointHook(
                 interval=1 if by_epoch else 4, by_epoch=by_epoch, max_keep_ckpts=max_keep_ckpts
@@ -161,6 +165,45 @@ def test_resume_equals_uninterrupted(tmp_path, num_workers: int, saved: str) -> 
     legacy = _weights(runner.train())
     assert any('holds no random states' in m for m in warnings.messages)
     assert any(not torch.equal(legacy[k], reference[k]) for k in reference)
+
+
+def _killed_and_resumed(work: str, name: str, kills: List[int], **kwargs) -> nn.Module:
+    """A run stopped after each iteration of ``kills`` and resumed, to the end."""
+    for n, at in enumerate(kills):
+        with pytest.raises(RuntimeError, match='interrupted'):
+            _runner(work, f'{name}{n}', interrupt=Interrupt(at), resume=n > 0, **kwargs).train()
+    return _runner(work, f'{name}{len(kills)}', resume=True, **kwargs).train()
+
+
+@pytest.mark.parametrize('num_workers', [0, 1, 2])
+def test_persistent_workers_resume_in_any_epoch(tmp_path, num_workers: int) -> None:
+    """Persistent workers (with 1 and 2), stopped in epoch 2 and again in epoch 3.
+
+    The data draw from Python's and numpy's generators in the workers, whose states no checkpoint
+    holds: with seeded augmentation (the default) each sample's draws are a function of
+    (seed, epoch, index), and the resumed runs end with the uninterrupted run's weights.
+    """
+    opts = dict(num_workers=num_workers, persistent=True)
+    reference = _weights(_runner(str(tmp_path / 'ref'), 'ref', **opts).train())
+    # checkpoints every 4 iterations: resumed from iter_8 (epoch 2), then iter_16 (epoch 3)
+    work = str(tmp_path / 'work')
+    _assert_same(_weights(_killed_and_resumed(work, 'kill', [10, 17], **opts)), reference)
+
+
+def test_persistent_workers_without_seeded_augmentation_resume_elsewhere(tmp_path) -> None:
+    """The opt-out, train_cfg.seeded_augmentation=False: the workers' states are lost, with a
+    warning (what the test above would find without seeded augmentation)."""
+    opts = dict(num_workers=2, persistent=True, seeded=False)
+    reference = _weights(_runner(str(tmp_path / 'ref'), 'ref', **opts).train())
+    work = str(tmp_path / 'work')
+    with pytest.raises(RuntimeError, match='interrupted'):
+        _runner(work, 'a', interrupt=Interrupt(17), **opts).train()
+    runner = _runner(work, 'b', resume=True, **opts)
+    warnings = _Records(logging.WARNING)
+    runner.logger.addHandler(warnings)
+    resumed = _weights(runner.train())
+    assert any('seeded_augmentation=False' in m for m in warnings.messages)
+    assert any(not torch.equal(resumed[k], reference[k]) for k in reference)
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
