@@ -50,27 +50,30 @@ class BadSamples:
         # file -> dict(index, error, occurrences: sorted list of epochs)
         self.files: Dict[str, Dict[str, Any]] = {}
 
-    def add(self, records: Iterable[SkippedSample]) -> bool:
-        """Record skipped samples (an occurrence already recorded is not counted twice).
+    def add(self, records: Iterable[SkippedSample]) -> int:
+        """Record skipped samples (an occurrence already recorded is not counted twice); the
+        report is rewritten when anything is new.
 
         Returns:
-            Whether anything new was recorded (then the report was rewritten).
+            How many files were not among the bad ones before.
         """
-        new = False
+        new_files, new = 0, False
         for record in records:
-            entry = self.files.setdefault(
-                record.file, dict(index=record.index, error=record.error, epochs=[])
-            )
+            if record.file not in self.files:
+                self.files[record.file] = dict(index=record.index, error=record.error, epochs=[])
+                new_files += 1
+            entry = self.files[record.file]
             if record.epoch not in entry['epochs']:
                 entry['epochs'] = sorted(entry['epochs'] + [record.epoch])
                 entry['error'] = record.error
                 new = True
         if new:
             self.write_report()
-        return new
+        return new_files
 
     @property
     def over_bound(self) -> bool:
+        """Whether more distinct files were skipped than the bound allows."""
         return len(self.files) > self.bound
 
     def write_report(self) -> None:

@@ -4,20 +4,29 @@ mmdet 3.3 reports bad data late or obscurely: a truncated annotation file is a b
 ``JSONDecodeError`` without the file's name, a missing image is found only when the data loader
 reaches it (possibly hours into training), annotations whose ``category_id`` is not among the
 file's categories are silently dropped, and a config class missing from the file's categories
-silently shifts the labels of the others. :func:`check_coco_annotations` reads the annotation
-files of a config's dataloaders and evaluators up front and raises :class:`DataCheckError` with
-every problem found. Set the environment variable ``MMFISH_SKIP_DATA_CHECKS=1`` to skip it.
+silently shifts the labels of the others; a box with a NaN or a negative side is silently
+dropped, an empty segmentation stops a run that loads masks when the data loader reaches it.
+:func:`check_coco_annotations` reads the annotation files of a config's dataloaders and
+evaluators up front and raises :class:`DataCheckError` with every problem found: those above, a
+box with a non-finite value or a negative side, an unusable polygon
+(:mod:`mmfish.datasets.sample_checks`: empty, fewer than 3 points, non-finite) where the
+pipeline loads masks, an empty image file. Set the environment variable
+``MMFISH_SKIP_DATA_CHECKS=1`` to skip it. What is found only when a sample is loaded (a corrupt
+image, a self-intersecting polygon) is skipped then (:mod:`mmfish.datasets.keyed`).
 """
 
 import json
 import os
 import os.path as osp
+import stat
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
 from mmfish.utils.errors import UserInputError
 from mmfish.utils.mim import is_checkout
+
+from .sample_checks import box_problem, segmentation_problem
 
 SKIP_ENV = 'MMFISH_SKIP_DATA_CHECKS'
 MAX_LISTED = 5
@@ -79,8 +88,9 @@ def check_coco_data(
     img_dir: Optional[str] = None,
     classes: Optional[Sequence[str]] = None,
     require_annotations: bool = True,
+    check_masks: bool = False,
 ) -> None:
-    """Check a parsed COCO file: its keys, ids, category references and image files.
+    """Check a parsed COCO file: its keys, ids, category references, boxes and image files.
 
     Args:
         data: The parsed file.
@@ -90,6 +100,7 @@ def check_coco_data(
         classes: The class names the config trains / evaluates; each must be a category name.
         require_annotations: Whether an ``annotations`` list is required (test-dev files have
             none).
+        check_masks: Whether the polygons are checked too (the pipeline loads masks).
     """
     problems: List[str] = []
     required = ['images', 'categories'] + (['annotations'] if require_annotations else [])
@@ -131,6 +142,8 @@ def check_coco_data(
     bad_cat: List[str] = []
     bad_img: List[str] = []
     bad_box: List[str] = []
+    unusable_box: List[str] = []
+    bad_polygon: List[str] = []
     for ann in annotations:
         if not isinstance(ann, dict):
             bad_box.append(repr(ann)[:40])
@@ -148,6 +161,14 @@ def check_coco_data(
             and isinstance(area, (int, float))
         ):
             bad_box.append(f'id {ann_id}: bbox {box!r}, area {area!r}')
+        else:
+            problem = box_problem(box)
+            if problem:
+                unusable_box.append(f'id {ann_id}: {problem}')
+        if check_masks and not ann.get('iscrowd'):
+            problem = segmentation_problem(ann.get('segmentation'), self_intersecting=False)
+            if problem:
+                bad_polygon.append(f'id {ann_id}: {problem}')
     if bad_cat:
         problems.append(
             f"annotations with a category_id not among the file's categories {sorted(cat_ids)} "
@@ -157,25 +178,59 @@ def check_coco_data(
         problems.append(f'annotations of images not in "images": {examples(bad_img)}')
     if bad_box:
         problems.append(f'annotations without a bbox [x, y, w, h] and an area: {examples(bad_box)}')
+    if unusable_box:
+        problems.append(
+            'annotations whose box has a non-finite value or a negative width or height (mmdet '
+            f'would drop or train on them): {examples(unusable_box)}'
+        )
+    if bad_polygon:
+        problems.append(
+            'annotations whose segmentation the mask pipeline cannot use (mmdet would ignore the '
+            f'object or stop when it loads it): {examples(bad_polygon)}'
+        )
 
     if img_dir is not None and not _is_remote(img_dir):
-        missing = [
-            i['file_name']
-            for i in images
-            if isinstance(i, dict)
-            and 'file_name' in i
-            and not osp.isfile(osp.join(img_dir, i['file_name']))
-        ]
+        missing, empty = [], []
+        for image in images:
+            if not isinstance(image, dict) or 'file_name' not in image:
+                continue
+            size = _file_size(osp.join(img_dir, image['file_name']))
+            if size is None:
+                missing.append(image['file_name'])
+            elif size == 0:
+                empty.append(image['file_name'])
         if missing:
             problems.append(
                 f'{len(missing)} of {len(images)} images are missing from {img_dir}: '
                 f'{examples(missing)}. Check data_root / data_prefix.img, or restore the files'
             )
+        if empty:
+            problems.append(f'empty image files (0 bytes) in {img_dir}: {examples(empty)}')
 
     if problems:
         raise DataCheckError(
             f'{where}: annotation file {ann_file} has problems:\n  - ' + '\n  - '.join(problems)
         )
+
+
+def _file_size(path: str) -> Optional[int]:
+    """The size of a regular file, None if there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def loads_masks(pipeline: Any) -> bool:
+    """Whether a pipeline config loads instance masks (``LoadAnnotations`` with ``with_mask``)."""
+    if isinstance(pipeline, dict):
+        if str(pipeline.get('type', '')).split('.')[-1] == 'LoadAnnotations':
+            return bool(pipeline.get('with_mask', False))
+        return any(loads_masks(v) for v in pipeline.values())
+    if isinstance(pipeline, (list, tuple)):
+        return any(loads_masks(p) for p in pipeline)
+    return False
 
 
 def _leaf_datasets(dataset_cfg: Any) -> Iterator[Any]:
@@ -250,6 +305,7 @@ def check_coco_annotations(
             img_dir=_join(root, img) if isinstance(img, str) else None,
             classes=classes,
             require_annotations=not ds.get('test_mode', False),
+            check_masks=loads_masks(ds.get('pipeline')),
         )
         checked.append(ann_file)
 

@@ -123,13 +123,17 @@ class KeyedDataset(Dataset):
     Args:
         dataset: The dataset to wrap.
         max_attempts: Replacements tried for one bad sample before the load fails.
+        skip_self_intersecting: Whether a sample with a self-intersecting polygon is bad too.
     """
 
-    _own = ('dataset', 'max_attempts')
+    _own = ('dataset', 'max_attempts', 'skip_self_intersecting')
 
-    def __init__(self, dataset: Any, max_attempts: int = MAX_ATTEMPTS) -> None:
+    def __init__(
+        self, dataset: Any, max_attempts: int = MAX_ATTEMPTS, skip_self_intersecting: bool = False
+    ) -> None:
         object.__setattr__(self, 'dataset', dataset)
         object.__setattr__(self, 'max_attempts', max_attempts)
+        object.__setattr__(self, 'skip_self_intersecting', skip_self_intersecting)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -164,7 +168,9 @@ class KeyedDataset(Dataset):
         info = None
         if hasattr(self.dataset, 'get_data_info'):
             info = self.dataset.get_data_info(index)
-        problems = instance_problems(info.get('instances')) if isinstance(info, dict) else []
+        problems = []
+        if isinstance(info, dict):
+            problems = instance_problems(info.get('instances'), self.skip_self_intersecting)
         if problems:
             raise BadAnnotation('; '.join(problems))
         return self.dataset[index]
@@ -260,7 +266,12 @@ class KeyedCollate:
         return self.collate_fn([data for data, _ in items]), skipped
 
 
-def keyed_dataloader(loader: DataLoader, seeded: bool = True, default_seed: int = 0) -> DataLoader:
+def keyed_dataloader(
+    loader: DataLoader,
+    seeded: bool = True,
+    default_seed: int = 0,
+    skip_self_intersecting: bool = False,
+) -> DataLoader:
     """The same data loader, with keyed samples (its batches come as ``(batch, skipped)``).
 
     Its ``sampler`` and ``batch_size`` are the original loader's index sampler and batch size
@@ -274,7 +285,7 @@ def keyed_dataloader(loader: DataLoader, seeded: bool = True, default_seed: int 
         # leaves the global ones, which the training draws from, alone.
         generator = torch.Generator().manual_seed(default_seed)
     keyed = DataLoader(
-        KeyedDataset(loader.dataset),
+        KeyedDataset(loader.dataset, skip_self_intersecting=skip_self_intersecting),
         batch_sampler=batches,
         num_workers=workers,
         collate_fn=KeyedCollate(loader.collate_fn),

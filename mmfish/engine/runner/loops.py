@@ -70,7 +70,12 @@ class _ResumableLoop:
     bad_samples: Optional[BadSamples] = None
 
     # ---------------------------------------------------------------------------- keyed samples
-    def _key_samples(self, seeded_augmentation: bool, max_bad_samples: Optional[int]) -> None:
+    def _key_samples(
+        self,
+        seeded_augmentation: bool,
+        max_bad_samples: Optional[int],
+        skip_self_intersecting: bool,
+    ) -> None:
         """Replace the data loader by its keyed version (:mod:`mmfish.datasets.keyed`)."""
         if not isinstance(seeded_augmentation, bool):
             raise ValueError(
@@ -83,6 +88,7 @@ class _ResumableLoop:
             self.dataloader,
             seeded=seeded_augmentation,
             default_seed=self.runner.seed if seed is None else seed,
+            skip_self_intersecting=skip_self_intersecting,
         )
         size = len(self.dataloader.dataset)
         bound = default_bound(size) if max_bad_samples is None else max_bad_samples
@@ -105,14 +111,16 @@ class _ResumableLoop:
         if not is_keyed(self.dataloader):
             return item
         batch, skipped = item
+        new_files = 0
         if skipped:
-            self.bad_samples.add(skipped)
+            new_files = self.bad_samples.add(skipped)
             for record in skipped:
                 self.runner.logger.warning(
                     f'Skipped a bad training sample, {record.file}: {record.error} (another '
                     f'sample was loaded in its place; report: {self.bad_samples.report_path})'
                 )
-        if self._any_process(self.bad_samples.over_bound):
+        # a new bad file beyond the bound stops the run (files met before, repaired or not, do not)
+        if self._any_process(bool(new_files) and self.bad_samples.over_bound):
             self._stop_for_bad_samples()
         return batch
 
@@ -268,9 +276,10 @@ class ResumableEpochBasedTrainLoop(_ResumableLoop, EpochBasedTrainLoop):
         dynamic_intervals: Optional[List[Tuple[int, int]]] = None,
         seeded_augmentation: bool = True,
         max_bad_samples: Optional[int] = None,
+        skip_self_intersecting: bool = False,
     ) -> None:
         super().__init__(runner, dataloader, max_epochs, val_begin, val_interval, dynamic_intervals)
-        self._key_samples(seeded_augmentation, max_bad_samples)
+        self._key_samples(seeded_augmentation, max_bad_samples, skip_self_intersecting)
 
     def run(self) -> torch.nn.Module:
         """Train from the current epoch and iteration to ``max_epochs``."""
@@ -416,6 +425,7 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
         dynamic_intervals: Optional[List[Tuple[int, int]]] = None,
         seeded_augmentation: bool = True,
         max_bad_samples: Optional[int] = None,
+        skip_self_intersecting: bool = False,
     ) -> None:
         # IterBasedTrainLoop.__init__ (mmengine 0.10.7) but for its data iterator, which it
         # creates at once: one with workers would take indices from an InfiniteSampler, and seed
@@ -436,7 +446,7 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
         self.dynamic_milestones, self.dynamic_intervals = calc_dynamic_intervals(
             self.val_interval, dynamic_intervals
         )
-        self._key_samples(seeded_augmentation, max_bad_samples)
+        self._key_samples(seeded_augmentation, max_bad_samples, skip_self_intersecting)
         self.dataloader_iterator = _Batches(self.dataloader)
         if self.dataloader.num_workers == 0:
             self.dataloader_iterator.start()  # now, as mmengine's loop: the same random draws
