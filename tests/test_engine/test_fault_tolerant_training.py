@@ -237,7 +237,7 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(
     assert 'No such file or directory' in crash.stderr
     assert _hashes(work) == before
 
-    # The real resume loads the batches already trained on in epoch 2, restores the random
+    # The real resume skips the batches already trained on in epoch 2, restores the random
     # states, finishes, and equals the uninterrupted run bit for bit.
     resumed = run_tool(
         'train.py', TINY_CONFIG, '--work-dir', work, '--resume', '--cfg-options', *opts
@@ -245,7 +245,7 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(
     assert resumed.returncode == 0, _output(resumed)[-3000:]
     log = _output(resumed)
     assert f'resumed epoch: 1, iter: {stopped_at}' in log
-    assert f'loading the {stopped_at - ITERS_PER_EPOCH} batches already trained on' in log
+    assert f'skipping the {stopped_at - ITERS_PER_EPOCH} batches already trained on' in log
     assert 'holds no random states' not in log
     differing = _same_weights(osp.join(work, 'epoch_2.pth'), osp.join(ref_dir, 'epoch_2.pth'))
     assert not differing, f'{len(differing)} tensors differ, e.g. {differing[:3]}'
