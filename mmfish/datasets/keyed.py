@@ -26,9 +26,9 @@ from its key instead:
   :class:`KeyedCollate` wraps the collate function so that a batch comes as ``(batch, records)``.
 
 :func:`keyed_dataloader` builds the data loader of all three from a built one; the training loops
-of :mod:`mmfish.engine.runner.loops` use it. The cost is a few microseconds a sample (seeding and
-restoring three generators): ``tools/analysis_tools/`` does not measure it; docs/training.md gives
-the figure and its command.
+of :mod:`mmfish.engine.runner.loops` use it. The cost is the seeding of three generators a
+sample, and in the main process saving and restoring them (tens to hundreds of microseconds:
+docs/training.md, "Fault tolerance and resume", gives the figures and their command).
 """
 
 import random
@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from .sample_checks import instance_problems
 
@@ -76,23 +76,29 @@ def sample_seeds(key: SampleKey, attempt: int = 0) -> Tuple[int, np.ndarray, int
 
 
 class _SeededGenerators:
-    """Seeds the global generators for one sample; restores them on exit."""
+    """Seeds the global generators for one sample; restores them on exit if ``restore``.
 
-    def __init__(self, key: SampleKey, attempt: int) -> None:
-        self.key, self.attempt = key, attempt
+    In a data-loading worker nothing else draws from them, and they are not restored (reading
+    and writing numpy's state is most of the cost).
+    """
+
+    def __init__(self, key: SampleKey, attempt: int, restore: bool = True) -> None:
+        self.key, self.attempt, self.restore = key, attempt, restore
 
     def __enter__(self) -> None:
-        self.saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        if self.restore:
+            self.saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
         python, numpy_seed, torch_seed = sample_seeds(self.key, self.attempt)
         random.seed(python)
         np.random.seed(numpy_seed)
         torch.default_generator.manual_seed(torch_seed)
 
     def __exit__(self, *exc: Any) -> None:
-        python, numpy_state, torch_state = self.saved
-        random.setstate(python)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
+        if self.restore:
+            python, numpy_state, torch_state = self.saved
+            random.setstate(python)
+            np.random.set_state(numpy_state)
+            torch.set_rng_state(torch_state)
 
 
 class _Unseeded:
@@ -151,8 +157,13 @@ class KeyedDataset(Dataset):
             return self.dataset[key]
         skipped: List[SkippedSample] = []
         index = key.index
+        in_main_process = get_worker_info() is None
         for attempt in range(self.max_attempts + 1):
-            seeded = _Unseeded() if key.seed is None else _SeededGenerators(key, attempt)
+            seeded = (
+                _Unseeded()
+                if key.seed is None
+                else _SeededGenerators(key, attempt, restore=in_main_process)
+            )
             with seeded:
                 try:
                     return self._load(index), skipped

@@ -10,30 +10,45 @@ computes exactly what the uninterrupted one would have. What it takes:
 - **Random states.** The states of Python's, numpy's and torch's generators at the checkpoint
   (saved by :class:`~mmfish.engine.hooks.FaultTolerantCheckpointHook`, one set per process) are
   restored just before the first batch after the checkpoint is loaded.
+- **Seeded augmentation** (``seeded_augmentation=True``, the default). The training data loader
+  is replaced by its keyed version (:func:`mmfish.datasets.keyed.keyed_dataloader`): each sample
+  is loaded with Python's, numpy's and torch's generators seeded from (seed, epoch, index), in
+  whichever process loads it, and the loader's iterators take their workers' seeds from a
+  generator of their own, so data loading draws nothing from the main process's generators.
+  Augmentation is then the same whatever the number of workers, whether they persist, and where
+  the run resumed.
 - **Position in the data.** A checkpoint written in the middle of an epoch (on SIGTERM, or by
-  iteration) restarts that epoch's data loader and loads, without training on them, the batches
-  already trained on: the sampler gives the same order (it shuffles with ``seed + epoch``), and
-  data-loading workers, seeded afresh at each epoch, draw the same augmentations as before. The
+  iteration) restarts that epoch's data loader and skips, without loading them, the batches
+  already trained on: the sampler gives the same order (it shuffles with ``seed + epoch``). The
   iteration-based loop records where its data loader is (the pass over the data, the batches
   taken from it) and does the same for that pass; with an ``InfiniteSampler`` (mmseg's configs)
-  the one pass is the whole run, so a resume loads every batch since the start (as mmengine's
-  ``IterBasedTrainLoop`` does), which costs data loading but no training step.
-- **Every draw in its place.** Creating a data loader iterator draws a seed from torch's global
-  generator: at an epoch's start the states are restored before the iterator is created (as the
-  uninterrupted run had them there), in the middle of an epoch after the batches already trained
-  on are loaded again. The iteration-based loop creates its first iterator when it is built, as
-  mmengine's does (so that a run draws the same random numbers as under mmengine's loop), but
-  for data-loading workers, which would take the sampler's first indices and their seeds at once:
-  then at its first batch, after a resumed run has set the checkpoint's seeds.
+  the one pass is the whole run, so a resume draws every index since the start again (no sample
+  is loaded). With ``seeded_augmentation=False`` the batches already trained on are loaded and
+  dropped instead, so that data-loading workers started afresh draw the same augmentations as
+  before, and the iterators' seeds come from torch's global generator: at an epoch's start the
+  states are restored before the iterator is created, in the middle of an epoch after the
+  batches already trained on are loaded again.
+- **Bad samples** (``max_bad_samples``, default 0.1% of the dataset, at least 1;
+  ``skip_self_intersecting``, default False). A sample that cannot be loaded or used is skipped
+  by the keyed dataset, another drawn in its place; the loop counts the skipped files
+  (:class:`~mmfish.datasets.bad_samples.BadSamples`, in the checkpoints too), writes
+  ``bad_samples.json`` to the work dir, and stops, after a checkpoint of the last iteration done,
+  with :class:`~mmfish.datasets.bad_samples.TooManyBadSamples` (one line naming the files) when a
+  new bad file is one more than the bound allows.
+- **First iterator.** The iteration-based loop creates its first iterator when it is built, as
+  mmengine's does, but for data-loading workers, which would take the sampler's first indices
+  and their seeds at once: then at its first batch, after a resumed run has set the checkpoint's
+  seeds.
 - **Validation aside.** Validation runs with the training's random states put aside and restored
   after (:func:`~mmfish.engine.runner.random_state.preserved_rng_states`), so that it changes
   nothing for the training that follows.
 
-Exactness needs the same machine type, number of processes, batch size and data, deterministic
-algorithms (``randomness=dict(deterministic=True)``), and data-loading workers that are started
-afresh at each epoch: persistent workers (``persistent_workers=True`` with ``num_workers > 0``)
-carry their random states across epochs (passes over the data), where no checkpoint can reach
-them, and a run resumed after the first epoch then draws other augmentations (a warning says so).
+Exactness needs the same machine type, number of processes, batch size and data, and
+deterministic algorithms (``randomness=dict(deterministic=True)``). With
+``seeded_augmentation=False`` it needs data-loading workers that are started afresh at each epoch
+too: persistent workers carry their random states across epochs (passes over the data), where no
+checkpoint can reach them, and a run resumed after the first epoch then draws other augmentations
+(a warning says so).
 """
 
 import functools
