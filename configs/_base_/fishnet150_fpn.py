@@ -48,7 +48,9 @@ fishnet_neck = dict(in_channels=[320, 832, 1600, 2112])
 fishnet_clip_grad = dict(max_norm=35, norm_type=2)
 # Fault-tolerant training (docs/training.md, "Fault tolerance and resume"): checkpoints written
 # atomically, with the random states, and on SIGTERM; a resumed run continues mid-epoch on the
-# same random path.
+# same random path, persistent workers included (the loop seeds each sample's augmentation from
+# (seed, epoch, index): seeded_augmentation=True, its default; bad samples are skipped and
+# reported, up to max_bad_samples, default 0.1% of the dataset).
 # Detector configs take them as `default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)` and
 # `train_cfg = dict(type=_base_.fishnet_train_loop)` (mmdet's names are not redefined here:
 # mmengine refuses a key that two bases both define).

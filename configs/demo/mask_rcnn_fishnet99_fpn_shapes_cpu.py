@@ -96,7 +96,9 @@ val_evaluator = dict(
 test_evaluator = val_evaluator
 
 max_epochs = 4
-# One evaluation, after the last epoch: the demo's time goes to training.
+# One evaluation, after the last epoch: the demo's time goes to training. The loop seeds each
+# sample's augmentation from (seed, epoch, index) (seeded_augmentation=True, its default), so that
+# --resume is exact at any iteration (docs/training.md, "Fault tolerance and resume").
 train_cfg = dict(
     type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs
 )
