@@ -99,16 +99,19 @@ class _ResumableLoop:
         self.seeded_augmentation = seeded_augmentation
         sampler = getattr(self.dataloader.batch_sampler, 'sampler', self.dataloader.sampler)
         seed = getattr(sampler, 'seed', None)
+        if seed is None:
+            seed = getattr(self.runner, 'seed', None) or 0
         self.dataloader = keyed_dataloader(
             self.dataloader,
             seeded=seeded_augmentation,
-            default_seed=self.runner.seed if seed is None else seed,
+            default_seed=seed,
             skip_self_intersecting=skip_self_intersecting,
         )
         size = len(self.dataloader.dataset)
         bound = default_bound(size) if max_bad_samples is None else max_bad_samples
         name = REPORT_NAME if get_world_size() == 1 else f'rank{get_rank()}_{REPORT_NAME}'
-        self.bad_samples = BadSamples(osp.join(self.runner.work_dir, name), bound)
+        work_dir = getattr(self.runner, 'work_dir', None)
+        self.bad_samples = BadSamples(osp.join(work_dir, name) if work_dir else None, bound)
 
     @property
     def _skips_batches(self) -> bool:
