@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.utils.data._utils as loader_utils
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -30,6 +31,13 @@ from mmfish.engine.runner import ResumableEpochBasedTrainLoop
 
 ITERS_PER_EPOCH = 6  # 12 samples at batch 2
 MAX_EPOCHS = 3
+
+
+@pytest.fixture(autouse=True)
+def quick_worker_shutdown(monkeypatch) -> None:
+    """Persistent workers of a finished in-process run take 5 s each to shut down (torch's
+    status-check interval) when the Runner is collected; 0.2 s keeps the tests short."""
+    monkeypatch.setattr(loader_utils, 'MP_STATUS_CHECK_INTERVAL', 0.2)
 
 
 class RandomToyData(Dataset):
