@@ -276,3 +276,23 @@ def test_training_skips_then_stops_with_a_checkpoint(cfg_for: Callable, tmp_path
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
     with open(osp.join(work, REPORT_NAME)) as f:
         assert sorted(json.load(f)['files']) == sorted([bad_first, bad_second])
+
+
+@pytest.mark.slow
+def test_train_tool_stops_with_one_line(tmp_path, tiny_shapes: str, data_opts, run_tool) -> None:
+    """Through tools/train.py: two corrupt images (the data checks let them through) against a
+    bound of one: exit status 2, one line naming both, a checkpoint and the report on disk."""
+    root = _copy(tiny_shapes, str(tmp_path / 'd'))
+    order = _epoch_order(0, 0)
+    bad = sorted([_corrupt(root, order[2]), _corrupt(root, order[9])])  # batches 2 and 5
+    work = str(tmp_path / 'work')
+    proc = run_tool('train.py', TINY_CONFIG, '--work-dir', work, '--cfg-options',
+                    *data_opts(root), 'train_cfg.max_epochs=1')  # fmt: skip
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('train.py: error: TooManyBadSamples: 2 bad training samples (')
+    assert all(path in last for path in bad) and 'Traceback' not in proc.stderr
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        assert f.read().strip() == osp.join(work, 'iter_4.pth')  # batches 1-4 trained
+    with open(osp.join(work, REPORT_NAME)) as f:
+        assert sorted(json.load(f)['files']) == bad
