@@ -6,6 +6,7 @@ an empty image file, a box with a non-finite value or a negative side, an empty,
 self-intersecting polygon.
 """
 
+import glob
 import json
 import logging
 import os
@@ -296,3 +297,45 @@ def test_train_tool_stops_with_one_line(tmp_path, tiny_shapes: str, data_opts, r
         assert f.read().strip() == osp.join(work, 'iter_4.pth')  # batches 1-4 trained
     with open(osp.join(work, REPORT_NAME)) as f:
         assert sorted(json.load(f)['files']) == bad
+
+
+@pytest.mark.slow
+def test_iteration_loop_stops_where_it_resumes(tmp_path, seg_shapes: str) -> None:
+    """The tiny segmentation config (InfiniteSampler, 4 batches a pass), a corrupt label map and
+    max_bad_samples=0: the run stops at the batch that holds it, before training on it; the
+    file restored, the stop's checkpoint resumes to the weights of a run that never met it."""
+    pytest.importorskip('mmseg')
+    from mmfish.testing import TINY_SEG_CONFIG
+
+    root = _copy(seg_shapes, str(tmp_path / 'd'))
+    label_map = sorted(glob.glob(osp.join(root, 'seg_maps', 'train', '*.png')))[5]
+    shutil.copy(label_map, str(tmp_path / 'kept.png'))
+    with open(label_map, 'wb') as f:
+        f.write(b'not a png')
+    cfg = Config.fromfile(TINY_SEG_CONFIG)
+    cfg.train_dataloader.dataset.data_root = root
+    cfg.train_cfg.max_bad_samples = 0
+    for stage in ('val', 'test'):
+        cfg.update({f'{stage}_dataloader': None, f'{stage}_cfg': None, f'{stage}_evaluator': None})
+    cfg.log_level = 'WARNING'
+
+    def runner(work: str, resume: bool = False) -> Runner:
+        return Runner.from_cfg(Config(dict(cfg, work_dir=work, resume=resume)))
+
+    work = str(tmp_path / 'work')
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(TooManyBadSamples, match='max_bad_samples=0') as error:
+            runner(work).train()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert label_map in str(error.value)
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        checkpoint = torch.load(f.read().strip())
+    done = checkpoint['meta']['iter']
+    assert checkpoint['resume_state']['processes'][0]['data'] == dict(epoch=0, batches=done)
+
+    shutil.copy(str(tmp_path / 'kept.png'), label_map)
+    resumed = _weights(runner(work, resume=True).train())
+    reference = _weights(runner(str(tmp_path / 'ref')).train())
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)

@@ -83,6 +83,7 @@ class _ResumableLoop:
     _rng_to_restore: Optional[RngStates] = None
     _validation_rng: Optional[RngStates] = None
     bad_samples: Optional[BadSamples] = None
+    _batch_untrained = False
 
     # ---------------------------------------------------------------------------- keyed samples
     def _key_samples(
@@ -154,6 +155,7 @@ class _ResumableLoop:
     def _stop_for_bad_samples(self) -> None:
         """Write a checkpoint of the last iteration done and stop with the files named."""
         runner = self.runner
+        self._batch_untrained = True  # the batch just taken is not trained on
         self.bad_samples.write_report()
         hook = next((h for h in runner.hooks if hasattr(h, '_write')), None)
         checkpoint = None
@@ -473,7 +475,9 @@ class ResumableIterBasedTrainLoop(_ResumableLoop, IterBasedTrainLoop):
         """:meth:`_ResumableLoop.get_train_state` plus the data loader's position (``data``)."""
         state = super().get_train_state()
         batches = self.dataloader_iterator
-        state['data'] = dict(epoch=batches.epoch, batches=batches.batches)
+        # a stop for bad samples saves before training on the batch it has taken
+        taken = batches.batches - (1 if self._batch_untrained else 0)
+        state['data'] = dict(epoch=batches.epoch, batches=taken)
         return state
 
     def run(self) -> torch.nn.Module:
