@@ -8,9 +8,15 @@ stopped by each event of :func:`_events` in turn and resumed with ``--resume``; 
 it runs to the end. The final weights, the final COCO metrics and the bad-sample report must equal
 the undisturbed run's.
 
-Events are ``(kind, iteration)``: :data:`EVENT_KINDS` says how each kind stops the run and what
-its exit status is. The iterations are drawn with :data:`SOAK_SEED` (``MMFISH_SOAK_SEED=N``
-draws others); every failure names the seed and the events, so that a draw can be replayed.
+Two kinds of disturbance, each a list to extend:
+
+- **Events** that stop the disturbed run: ``(kind, iteration)``; :data:`EVENT_KINDS` says how
+  each kind stops the run and what its exit status is. The iterations are drawn with
+  :data:`SOAK_SEED` (``MMFISH_SOAK_SEED=N`` draws others); every failure names the seed and the
+  events, so that a draw can be replayed.
+- **Faults both runs share** (the undisturbed run meets them too, and both must handle them the
+  same way): the bad samples of :func:`_inject_bad_samples`, and whatever :data:`OPTIONS` injects
+  through the config.
 """
 
 import glob
@@ -37,6 +43,8 @@ TRAIN = osp.join(ROOT, 'tools', 'train.py')
 ITERS_PER_EPOCH = 12  # 24 images at batch 2
 MAX_EPOCHS = 17  # 204 iterations
 SOAK_SEED = 0
+# Both runs' config: the demo's randomness, persistent workers, the schedule, the bad-sample
+# settings, checkpoints every 10 iterations (faults injected through the config go here too).
 OPTIONS = [
     'train_dataloader.dataset.pipeline.3.prob=0.5',
     'model.train_cfg.rpn.sampler.num=64',
