@@ -141,8 +141,12 @@ def test_every_mmfish_config_trains_with_seeded_augmentation(config: str) -> Non
     assert train_cfg.get('seeded_augmentation', True) is True
 
 
-def test_a_sample_key_survives_a_trip_to_a_worker() -> None:
+def test_keys_and_keyed_datasets_survive_a_trip_to_a_spawned_worker() -> None:
     import pickle
+
+    from mmfish.datasets.keyed import KeyedDataset
 
     key = SampleKey(seed=1, epoch=2, index=3)
     assert pickle.loads(pickle.dumps(key)) == key
+    dataset = KeyedDataset(Draws())
+    assert pickle.loads(pickle.dumps(dataset))[key] == dataset[key]
