@@ -12,7 +12,7 @@ None when the annotation is fine.
 - A **polygon** is bad when it is empty, has fewer than three points or an odd number of
   coordinates, or a coordinate that is not finite; and, where asked for, when two of its edges
   cross (self-intersecting: pycocotools fills it by the even-odd rule, leaving holes that are no
-  part of the object, but the mask is still a mask, and hand-drawn annotations hold such
+  part of the object, but the mask is still a mask, and hand-drawn annotations may hold such
   polygons: the data checks do not look for them, which costs about 0.2 ms a polygon, and a
   loaded sample is skipped for one only with ``train_cfg.skip_self_intersecting=True``).
   Polygons that only touch themselves at a vertex, or that have repeated points, pass. RLE
