@@ -6,7 +6,8 @@ states of data-loading workers, persistent or not, play no part. The tiny detect
 (random flips, random RPN / RoI sampling, a shuffled sampler) trains 3 epochs with 0, 1 and 2
 persistent workers, stopped in epoch 2 and again in epoch 3 and resumed each time; the tiny
 segmentation config (random flips, dropout, mmseg's ``InfiniteSampler``) does the same over 3
-passes of its iteration-based loop. Each ends with the uninterrupted run's weights, bit for bit.
+passes of its iteration-based loop. Each ends with the weights of the uninterrupted run without
+workers, bit for bit.
 Runs are in-process, stopped by an exception after the iteration (the kills of a real process
 are in ``test_soak_training.py`` and ``test_fault_tolerant_training.py``).
 """
@@ -79,13 +80,17 @@ def _no_evaluation(cfg: Config) -> None:
     cfg.log_level = 'WARNING'
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('num_workers', [0, 1, 2])
-def test_epoch_loop_resumes_in_epochs_2_and_3(tmp_path, tiny_shapes: str, num_workers: int):
-    """12 iterations an epoch, 3 epochs, a checkpoint every 5 iterations: stopped after
-    iteration 17 (resumed from iter_15, batch 3 of epoch 2) and 32 (iter_30, batch 6 of 3)."""
+@pytest.fixture(scope='module')
+def references() -> Dict[str, Dict[str, torch.Tensor]]:
+    """The uninterrupted runs' weights, made once: with seeded augmentation they are the same
+    whatever the number of workers, so each test's resumed runs with 0, 1 and 2 workers are
+    compared with one run without workers."""
+    return {}
+
+
+def _detection_cfg(data_root: str) -> Config:
     cfg = Config.fromfile(TINY_CONFIG)
-    cfg.merge_from_dict(dict(o.split('=', 1) for o in data_options(tiny_shapes)))
+    cfg.merge_from_dict(dict(o.split('=', 1) for o in data_options(data_root)))
     cfg.merge_from_dict(
         {
             'train_dataloader.dataset.pipeline.3.prob': 0.5,  # random flips
@@ -98,8 +103,37 @@ def test_epoch_loop_resumes_in_epochs_2_and_3(tmp_path, tiny_shapes: str, num_wo
         }
     )
     _no_evaluation(cfg)
+    return cfg
+
+
+def _segmentation_cfg(data_root: str) -> Config:
+    cfg = Config.fromfile(TINY_SEG_CONFIG)
+    cfg.train_dataloader.dataset.data_root = data_root
+    cfg.train_cfg.max_iters = 12
+    cfg.param_scheduler[1].end = 12
+    cfg.default_hooks.checkpoint.interval = 2
+    _no_evaluation(cfg)
+    assert cfg.train_dataloader.sampler.type == 'InfiniteSampler'
+    return cfg
+
+
+def _reference(references: dict, name: str, cfg: Config, work_dir: str) -> dict:
+    if name not in references:
+        _workers(cfg, 0)
+        references[name] = _weights(_train(cfg, work_dir))
+    return references[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('num_workers', [0, 1, 2])
+def test_epoch_loop_resumes_in_epochs_2_and_3(
+    tmp_path, tiny_shapes: str, references: dict, num_workers: int
+) -> None:
+    """12 iterations an epoch, 3 epochs, a checkpoint every 5 iterations: stopped after
+    iteration 17 (resumed from iter_15, batch 3 of epoch 2) and 32 (iter_30, batch 6 of 3)."""
+    reference = _reference(references, 'epochs', _detection_cfg(tiny_shapes), str(tmp_path / 'r'))
+    cfg = _detection_cfg(tiny_shapes)
     _workers(cfg, num_workers)
-    reference = _weights(_train(cfg, str(tmp_path / 'ref')))
     resumed = _weights(_stopped_twice(cfg, str(tmp_path / 'work'), [17, 32]))
     differing = _differing(resumed, reference)
     assert not differing, f'{len(differing)} tensors differ, e.g. {differing[:3]}'
@@ -107,19 +141,15 @@ def test_epoch_loop_resumes_in_epochs_2_and_3(tmp_path, tiny_shapes: str, num_wo
 
 @pytest.mark.slow
 @pytest.mark.parametrize('num_workers', [0, 1, 2])
-def test_iteration_loop_resumes_in_passes_2_and_3(tmp_path, seg_shapes: str, num_workers: int):
+def test_iteration_loop_resumes_in_passes_2_and_3(
+    tmp_path, seg_shapes: str, references: dict, num_workers: int
+) -> None:
     """mmseg's InfiniteSampler, 4 batches a pass, 12 iterations, a checkpoint every 2: stopped
     after iteration 7 (resumed from iter_6, in pass 2) and 11 (iter_10, in pass 3)."""
     pytest.importorskip('mmseg')
-    cfg = Config.fromfile(TINY_SEG_CONFIG)
-    cfg.train_dataloader.dataset.data_root = seg_shapes
-    cfg.train_cfg.max_iters = 12
-    cfg.param_scheduler[1].end = 12
-    cfg.default_hooks.checkpoint.interval = 2
-    _no_evaluation(cfg)
+    reference = _reference(references, 'iters', _segmentation_cfg(seg_shapes), str(tmp_path / 'r'))
+    cfg = _segmentation_cfg(seg_shapes)
     _workers(cfg, num_workers)
-    assert cfg.train_dataloader.sampler.type == 'InfiniteSampler'
-    reference = _weights(_train(cfg, str(tmp_path / 'ref')))
     resumed = _weights(_stopped_twice(cfg, str(tmp_path / 'work'), [7, 11]))
     differing = _differing(resumed, reference)
     assert not differing, f'{len(differing)} tensors differ, e.g. {differing[:3]}'
