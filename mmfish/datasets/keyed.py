@@ -190,8 +190,9 @@ class KeyedDataset(Dataset):
         if isinstance(error, BadAnnotation):
             message = str(error)
         else:
-            where = traceback.extract_tb(error.__traceback__)[-1]
-            message = f'{type(error).__name__}: {error} ({where.filename}:{where.lineno})'
+            frames = traceback.extract_tb(error.__traceback__)
+            where = f' ({frames[-1].filename}:{frames[-1].lineno})' if frames else ''
+            message = f'{type(error).__name__}: {error}{where}'
         return SkippedSample(sample_file(self.dataset, index), index, epoch, message[:500])
 
     def _replacement(self, key: SampleKey, attempt: int, index: int) -> int:
