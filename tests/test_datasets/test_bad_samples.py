@@ -339,3 +339,36 @@ def test_iteration_loop_stops_where_it_resumes(tmp_path, seg_shapes: str) -> Non
     resumed = _weights(runner(work, resume=True).train())
     reference = _weights(runner(str(tmp_path / 'ref')).train())
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'inject, error',
+    [
+        (_corrupt, 'failed to load image'),
+        (_remove, 'FileNotFoundError'),
+        (lambda r, i: _edit_annotation(r, i, bbox=[1.0, 2.0, float('inf'), 5.0]), 'non-finite'),
+        (lambda r, i: _edit_annotation(r, i, segmentation=[]), "KeyError: 'mask'"),
+        (lambda r, i: _edit_annotation(r, i, segmentation=BOW_TIE), 'self-intersecting'),
+    ],
+    ids=['corrupt-image', 'missing-image', 'inf-box', 'empty-segm', 'self-intersecting'],
+)
+def test_each_kind_is_skipped_mid_epoch(
+    cfg_for: Callable, tmp_path, tiny_shapes: str, inject: Callable, error: str
+) -> None:
+    """Each kind in batch 4 of the first epoch: skipped, reported, and the epoch trains on."""
+    root = _copy(tiny_shapes, str(tmp_path / 'd'))
+    index = _epoch_order(0, 0)[7]
+    inject(root, index)
+    cfg = cfg_for(root)
+    cfg.merge_from_dict({'train_cfg.max_epochs': 1, 'train_cfg.skip_self_intersecting': True})
+    for stage in ('val', 'test'):
+        cfg.update({f'{stage}_dataloader': None, f'{stage}_cfg': None, f'{stage}_evaluator': None})
+    cfg.log_level = 'WARNING'
+    work = str(tmp_path / 'work')
+    Runner.from_cfg(Config(dict(cfg, work_dir=work))).train()
+    with open(osp.join(work, REPORT_NAME)) as f:
+        report = json.load(f)
+    ((name, entry),) = report['files'].items()
+    assert name == _image(root, index) and error in entry['error'] and entry['epochs'] == [0]
+    assert torch.load(osp.join(work, 'epoch_1.pth'))['meta']['iter'] == 12
