@@ -281,8 +281,8 @@ else
     # The wheel is built in the source tree (build/: ninja's objects, so that an interrupted
     # build resumes) and kept in dist/ for machines like this one.
     rm -rf "$MMCV_BUILD_DIR/dist"
-    # --no-cache-dir: never a wheel from pip's cache (where a CPU set-up on this machine left its
-    # CPU-only build of the same version), always this build.
+    # --no-cache-dir: never a wheel from pip's cache (an older set-up may have left a build of
+    # the same version for another torch there), always this build.
     MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" "${PIP[@]}" wheel "${INDEX[@]}" --no-cache-dir \
         --no-build-isolation --no-deps -w "$MMCV_BUILD_DIR/dist" "$MMCV_BUILD_DIR"
     echo "mmcv build took $(( $(date +%s) - build_start )) s"

@@ -39,11 +39,15 @@ def reference_outputs(arch: str):
 def test_every_variant_is_a_timm_model():
     names = timm.list_models('fish*')
     assert set(names) >= {'fishnet99', 'fishnet150', 'fishnet201', 'fishnext150'}
-    assert timm.list_pretrained('fishnet150*') == [
+    assert set(timm.list_pretrained('fishnet150*')) == {
         'fishnet150.pytorchcv_in1k',
         'fishnet150.in1k',
         'fishnet150.welltrained_in1k',
-    ]
+    }
+    # The untagged name takes pytorchcv's file, the strongest published start.
+    cfg = timm.create_model('fishnet150').pretrained_cfg
+    assert cfg['tag'] == 'pytorchcv_in1k'
+    assert cfg['file'] == 'checkpoints/fishnet150_pytorchcv_in1k_timm.pth'
 
 
 @pytest.mark.parametrize('arch', ['fishnet99', 'fishnet150'])
