@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-seg test test-fast lint format
+.PHONY: setup demo demo-seg demo-cls test test-fast lint format
 
 setup:            ## make or reuse .venv with torch, mmcv (built with ops), mmengine, mmdet, mmfish
 	bash tools/setup_env.sh
@@ -12,6 +12,9 @@ demo: setup       ## generate the shapes dataset, train Mask R-CNN + FishNet-99 
 
 demo-seg: setup   ## train Semantic FPN + FishNet-99 on the shapes label maps on CPU, evaluate mIoU
 	$(PYTHON) tools/demo_seg.py
+
+demo-cls: setup   ## train FishNet-99 from scratch on the shapes classification set on CPU, top-1
+	$(PYTHON) tools/demo_cls.py
 
 test: setup       ## the whole test suite, slow end-to-end runs included
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)

@@ -3,7 +3,7 @@
 Each mmfish class is registered, under one name, in two places:
 
 1. **The registry of its kind in every toolbox mmfish serves** (:data:`TOOLBOXES`): MMDetection's
-   always, MMSegmentation's when ``mmseg`` is importable. So an mmdet config
+   always, MMSegmentation's and MMPretrain's when they are importable. So an mmdet config
    (``default_scope='mmdet'``) and an mmseg config (``default_scope='mmseg'``) both name it
    plainly, e.g. ``backbone=dict(type='FishNet', ...)``,
    ``default_hooks=dict(checkpoint=dict(type='FaultTolerantCheckpointHook'))``,
@@ -18,10 +18,10 @@ Each mmfish class is registered, under one name, in two places:
 Norm layers (``CPUSyncBN``) are registered in mmengine's root ``MODELS`` too, beside mmcv's own
 norms: mmcv's ``build_norm_layer`` looks there when no scope is set.
 
-The decorators ``register_model``, ``register_norm_layer``, ``register_hook``, ``register_loop``
-and ``register_optim_wrapper`` (:class:`Registrar`) apply this policy; mmfish's modules use
-nothing else. To serve a third toolbox whose registries have the same names (e.g. mmpretrain),
-add its package name to :data:`TOOLBOXES`.
+The decorators ``register_model``, ``register_norm_layer``, ``register_hook``, ``register_loop``,
+``register_optim_wrapper`` and ``register_transform`` (:class:`Registrar`) apply this policy;
+mmfish's modules use nothing else. To serve another toolbox whose registries have the same
+names, add its package name to :data:`TOOLBOXES`.
 """
 
 import importlib
@@ -34,7 +34,7 @@ from mmengine.registry import Registry
 SCOPE = 'mmfish'
 # The toolboxes whose registries receive mmfish's classes: mmdet (required: its registries are
 # the parents of mmfish's), then the optional ones, served when importable.
-TOOLBOXES: Tuple[str, ...] = ('mmdet', 'mmseg')
+TOOLBOXES: Tuple[str, ...] = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def _child(parent: Registry) -> Registry:
@@ -145,6 +145,7 @@ register_norm_layer = Registrar('MODELS', MMENGINE_MODELS)
 register_hook = Registrar('HOOKS')
 register_loop = Registrar('LOOPS')
 register_optim_wrapper = Registrar('OPTIM_WRAPPERS')
+register_transform = Registrar('TRANSFORMS')
 
 __all__ = [
     'DATASETS',
@@ -176,5 +177,6 @@ __all__ = [
     'register_model',
     'register_norm_layer',
     'register_optim_wrapper',
+    'register_transform',
     'served_toolboxes',
 ]

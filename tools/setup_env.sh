@@ -7,14 +7,16 @@
 #   MMFISH_USE_CURRENT_PYTHON=1 bash tools/setup_env.sh   # install into the active python (conda, GPU box)
 #       (that is `python` on PATH, or PYTHON=/path/to/python)
 #
-# An already installed torch is kept (GPU users keep their CUDA build); otherwise torch==2.13.0 is
-# installed, which on these machines is the local CPU wheel. mmcv 2.1.0 is built from source with its
-# ops against that torch; pip caches the built wheel, so a second run takes seconds.
+# An already installed torch is kept (GPU users keep their CUDA build; they need the torchvision
+# built for it too); otherwise torch==2.14.1 and torchvision==0.29.1 are installed (MMPretrain and
+# timm import torchvision). mmcv 2.1.0 is built from source with its ops against that torch, patched
+# with tools/patches/mmcv-2.1.0-*.patch (torch >= 2.14 needs C++20; tools/patches/README.md); the
+# built wheel is kept in MMCV_WHEEL_CACHE (default ~/.cache/mmfish) under the torch version it was
+# built for, so a second set-up on the machine takes seconds.
 #
-# GPU: FORCE_CUDA=1 builds mmcv's CUDA ops too. Then mmcv's source is unpacked into MMCV_BUILD_DIR
-# (default build/mmcv-2.1.0), patched with tools/patches/mmcv-2.1.0-*.patch (build order only: CUDA 13
-# and torch 2.11 needed no fix, tools/patches/README.md) and built there; an interrupted build
-# resumes where it stopped (ninja).
+# mmcv's source is unpacked into MMCV_BUILD_DIR (default build/mmcv-2.1.0), patched and built there;
+# an interrupted build resumes where it stopped (ninja).
+# GPU: FORCE_CUDA=1 builds mmcv's CUDA ops too (never taken from the wheel cache).
 #   TORCH_CUDA_ARCH_LIST=9.0   the GPU architectures to compile (default: the visible GPUs')
 #   MAX_JOBS=16                parallel compile jobs (default: all cores)
 # Offline (a machine without network):
@@ -32,7 +34,8 @@ case "${1:-}" in
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+TORCH_VERSION="${TORCH_VERSION:-2.14.1}"
+TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.29.1}"  # the release built for TORCH_VERSION
 MMCV_VERSION=2.1.0
 MAX_JOBS="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 FORCE_CUDA="${FORCE_CUDA:-0}"
@@ -40,6 +43,7 @@ MMFISH_WHEELS="${MMFISH_WHEELS:-}"
 MMFISH_SITE="${MMFISH_SITE:-}"
 MMCV_SDIST="${MMCV_SDIST:-}"
 MMCV_BUILD_DIR="${MMCV_BUILD_DIR:-$ROOT/build/mmcv-$MMCV_VERSION}"
+MMCV_WHEEL_CACHE="${MMCV_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmfish}"
 export MAX_JOBS
 
 step() { printf '\n==> [setup %s] %s\n' "$1" "$2"; CURRENT_STEP="$1: $2"; }
@@ -57,7 +61,7 @@ else
     PY="$VENV/bin/python"
 fi
 "$PY" -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \
-    || fail "python >= 3.10 is required (torch 2.13.0 needs it), found $("$PY" --version 2>&1)"
+    || fail "python >= 3.10 is required (torch 2.14 needs it), found $("$PY" --version 2>&1)"
 echo "python: $PY ($("$PY" --version 2>&1))"
 PIP=("$PY" -m pip --disable-pip-version-check)
 INDEX=()  # where packages come from: PyPI (pip's configuration) or, offline, the wheels only
@@ -96,13 +100,22 @@ runtime_requirements() {  # requirements/runtime.txt as NAME==VERSION or NAME, b
         | grep -v -e '^$' -e '^setuptools' -e '^mmcv'
 }
 
-step 2 "torch"
+step 2 "torch and torchvision"
 if "$PY" -c 'import torch' 2>/dev/null; then
+    have_torch="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
     echo "keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')"
+    if ! "$PY" -c 'import torchvision' 2>/dev/null; then
+        [[ "$have_torch" == "$TORCH_VERSION" ]] \
+            || fail "torchvision does not import beside the installed torch $have_torch (MMPretrain and timm need it): install the torchvision release built for torch $have_torch (the same source as that torch), then rerun."
+        "${PIP[@]}" "${INSTALL[@]}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+    fi
 else
-    # Pinned on purpose: an unpinned torch pulls a multi-GB CUDA build on CPU machines.
-    "${PIP[@]}" "${INSTALL[@]}" "torch==${TORCH_VERSION}" || fail "pip could not install torch==${TORCH_VERSION}"
+    # Pinned on purpose: an unpinned torch pulls whatever build the index has last.
+    "${PIP[@]}" "${INSTALL[@]}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+        || fail "pip could not install torch==${TORCH_VERSION} torchvision==${TORCHVISION_VERSION}"
 fi
+"$PY" -c 'import torch, torchvision' \
+    || fail "torchvision does not import beside torch (the error is above): install the torchvision release built for the installed torch."
 if [[ "$FORCE_CUDA" == 1 ]] && ! "$PY" -c 'import sys, torch; sys.exit(torch.version.cuda is None)'; then
     fail "FORCE_CUDA=1 but the installed torch $("$PY" -c 'import torch; print(torch.__version__)') is not a CUDA build: install the CUDA torch you want first."
 fi
@@ -186,8 +199,21 @@ PYEOF
     fi
 }
 
+mmcv_cache_dir() {  # where a CPU build of mmcv for this torch, python and patch set is kept
+    local key
+    key="$("$PY" -c 'import sys, torch; print(f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")')"
+    key="$key-$(cat "$ROOT"/tools/patches/mmcv-"$MMCV_VERSION"-*.patch | sha256sum | cut -c1-12)"  # the patch set
+    echo "$MMCV_WHEEL_CACHE/mmcv-$MMCV_VERSION-$key"
+}
+
+cached_mmcv_wheel() {  # the kept wheel for this torch, or nothing
+    compgen -G "$(mmcv_cache_dir)/mmcv-$MMCV_VERSION-*.whl" | head -n 1 || true
+}
+
 mmcv_source() {  # unpack (once) and patch mmcv's sdist into MMCV_BUILD_DIR
-    if [[ -f "$MMCV_BUILD_DIR/.mmfish-patched" ]]; then
+    local patches
+    patches="$(cat "$ROOT"/tools/patches/mmcv-"$MMCV_VERSION"-*.patch | sha256sum | cut -c1-12)"
+    if [[ "$(cat "$MMCV_BUILD_DIR/.mmfish-patched" 2>/dev/null)" == "$patches" ]]; then
         echo "reusing the patched source in $MMCV_BUILD_DIR"
         return
     fi
@@ -211,7 +237,7 @@ mmcv_source() {  # unpack (once) and patch mmcv's sdist into MMCV_BUILD_DIR
         "$PY" "$ROOT/tools/patches/apply_patch.py" "$patch" "$MMCV_BUILD_DIR" \
             || fail "patch $patch does not apply to mmcv $MMCV_VERSION's source"
     done
-    touch "$MMCV_BUILD_DIR/.mmfish-patched"
+    echo "$patches" >"$MMCV_BUILD_DIR/.mmfish-patched"  # the patch set it holds
 }
 
 install_runtime() {  # requirements/runtime.txt (offline: every wheel given, as it is)
@@ -238,10 +264,16 @@ fi
 step 4 "mmcv $MMCV_VERSION with ops, built against the installed torch"
 if mmcv_ok quiet; then
     echo "mmcv $MMCV_VERSION with ops$([[ "$FORCE_CUDA" == 1 ]] && echo ' (CUDA included)') already installed"
-elif [[ "$FORCE_CUDA" != 1 && -z "$MMCV_SDIST" ]]; then
-    echo "building mmcv from source (about 11 minutes on 2 cores the first time; cached afterwards)"
-    MMCV_WITH_OPS=1 FORCE_CUDA=0 "${PIP[@]}" "${INSTALL[@]}" --no-build-isolation "mmcv==$MMCV_VERSION"
+elif [[ "$FORCE_CUDA" != 1 && -n "$(cached_mmcv_wheel)" ]]; then
+    echo "installing mmcv $MMCV_VERSION built earlier for this torch: $(cached_mmcv_wheel)"
+    if installed "mmcv==$MMCV_VERSION" && [[ -z "$MMFISH_SITE" ]]; then
+        "${PIP[@]}" uninstall -y mmcv  # one without its ops: pip would keep it
+    fi
+    NO_DEPS=()
+    [[ -n "$MMFISH_WHEELS" ]] && NO_DEPS=(--no-deps)
+    "${PIP[@]}" "${INSTALL[@]}" --no-cache-dir ${NO_DEPS[@]+"${NO_DEPS[@]}"} "$(cached_mmcv_wheel)"
 else
+    [[ "$FORCE_CUDA" != 1 ]] && echo "building mmcv from source (about 12 minutes on 2 cores; the wheel is kept for the next set-up)"
     [[ "$FORCE_CUDA" == 1 ]] && cuda_build_env
     mmcv_source
     echo "building mmcv with FORCE_CUDA=$FORCE_CUDA, MAX_JOBS=$MAX_JOBS, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-} in $MMCV_BUILD_DIR"
@@ -249,8 +281,8 @@ else
     # The wheel is built in the source tree (build/: ninja's objects, so that an interrupted
     # build resumes) and kept in dist/ for machines like this one.
     rm -rf "$MMCV_BUILD_DIR/dist"
-    # --no-cache-dir: never a wheel from pip's cache (where a CPU set-up on this machine left its
-    # CPU-only build of the same version), always this build.
+    # --no-cache-dir: never a wheel from pip's cache (an older set-up may have left a build of
+    # the same version for another torch there), always this build.
     MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" "${PIP[@]}" wheel "${INDEX[@]}" --no-cache-dir \
         --no-build-isolation --no-deps -w "$MMCV_BUILD_DIR/dist" "$MMCV_BUILD_DIR"
     echo "mmcv build took $(( $(date +%s) - build_start )) s"
@@ -262,9 +294,14 @@ else
     [[ -n "$MMFISH_WHEELS" ]] && NO_DEPS=(--no-deps)  # its dependencies came with the wheels
     "${PIP[@]}" "${INSTALL[@]}" --no-cache-dir ${NO_DEPS[@]+"${NO_DEPS[@]}"} \
         "$MMCV_BUILD_DIR"/dist/mmcv-"$MMCV_VERSION"-*.whl
+    if [[ "$FORCE_CUDA" != 1 ]]; then
+        mkdir -p "$(mmcv_cache_dir)"
+        cp "$MMCV_BUILD_DIR"/dist/mmcv-"$MMCV_VERSION"-*.whl "$(mmcv_cache_dir)/"
+        echo "kept the wheel in $(mmcv_cache_dir)"
+    fi
 fi
 
-step 5 "mmengine, mmdet, pycocotools, mmsegmentation (+ ftfy, regex)"
+step 5 "mmengine, mmdet, pycocotools, mmsegmentation (+ ftfy, regex), mmpretrain, timm"
 if [[ -n "$MMFISH_WHEELS" ]]; then
     echo "installed from the wheels at step 3b"
 elif installed $(runtime_requirements); then
@@ -294,16 +331,21 @@ fi
 
 step 7 "check"
 "$PY" - <<'PYEOF' || fail "the installed stack does not import"
+import importlib
 import importlib.util
-import torch, mmcv, mmcv.ops, mmengine, mmdet, pycocotools, mmfish
+import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, pycocotools, mmfish
 from mmdet.registry import MODELS
-seg = 'not installed'
-if importlib.util.find_spec('mmseg') is not None:  # the offline GPU route brings no mmseg
-    import mmseg, mmseg.models
-    seg = mmseg.__version__
-print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, "
-      f"mmdet {mmdet.__version__}, mmseg {seg}, mmfish {mmfish.__version__}; "
-      f"GPU: {torch.cuda.is_available()}")
+
+def optional(name):  # the offline GPU route may bring none of these
+    if importlib.util.find_spec(name) is None:
+        return 'not installed'
+    module = importlib.import_module(name)
+    return module.__version__
+
+seg, pre, timm = optional('mmseg'), optional('mmpretrain'), optional('timm')
+print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__}, "
+      f"mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmseg {seg}, "
+      f"mmpretrain {pre}, timm {timm}, mmfish {mmfish.__version__}; GPU: {torch.cuda.is_available()}")
 PYEOF
 trap - ERR
 echo

@@ -496,12 +496,17 @@ def build_and_run(path: str) -> None:
     init_default_scope(scope)
     if scope == 'mmseg':
         from mmseg.registry import MODELS
+    elif scope == 'mmpretrain':
+        from mmpretrain.registry import MODELS
     else:
         from mmdet.registry import MODELS
     model = MODELS.build(cfg.model).eval()
     image = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        if scope == 'mmseg':
+        if scope == 'mmpretrain':
+            logits = model(image, mode='tensor')
+            assert logits.shape == (1, cfg.model.head.num_classes)
+        elif scope == 'mmseg':
             logits = model(image, mode='tensor')
             assert logits.shape[:2] == (1, cfg.model.decode_head.num_classes)
         else:

@@ -18,7 +18,9 @@ then, in a config::
 
 The variant is told from the checkpoint; ``--arch`` makes a file of another variant an error.
 The ImageNet score head is dropped by default (a detector does not use it); ``--keep-score``
-keeps it as ``score.*`` for ``FishNet(num_classes=1000)``. The mapping lives in
+keeps it as ``score.*`` for ``FishNet(num_classes=1000)`` and the timm models;
+``--mmpretrain`` writes a whole MMPretrain ``ImageClassifier`` (``backbone.*``, ``head.score.*``)
+for the classification configs (``configs/classification/``). The mapping lives in
 :mod:`mmfish.models.converters`. On any error nothing is written.
 """
 
@@ -66,6 +68,12 @@ def parse_args() -> argparse.Namespace:
         help='keep the ImageNet score head as score.* (for FishNet(num_classes=1000))',
     )
     score.add_argument(
+        '--mmpretrain',
+        action='store_true',
+        help='write a whole MMPretrain ImageClassifier checkpoint (backbone.*, head.score.*) for '
+        'configs/classification/ and tools/test.py',
+    )
+    score.add_argument(
         '--drop-score',
         dest='keep_score',
         action='store_false',
@@ -89,7 +97,13 @@ def main() -> None:
     """
     args = parse_args()
     try:
-        meta = convert_checkpoint(args.src, args.dst, keep_score=args.keep_score, arch=args.arch)
+        meta = convert_checkpoint(
+            args.src,
+            args.dst,
+            keep_score=args.keep_score,
+            arch=args.arch,
+            classifier=args.mmpretrain,
+        )
     except (FishNetConversionError, FileNotFoundError) as error:
         if debug_requested():
             raise
@@ -98,7 +112,9 @@ def main() -> None:
         )
         sys.exit(1)
     score = (
-        f'with its {meta["num_classes"]}-class score head'
+        f'as an MMPretrain ImageClassifier with its {meta["num_classes"]}-class score head'
+        if args.mmpretrain
+        else f'with its {meta["num_classes"]}-class score head'
         if meta['with_score']
         else ('without score head')
     )

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmfish.utils.typing import ConfigType, OptConfigType
 
@@ -379,6 +380,19 @@ class ScoreHead(BaseModule):
         return self.fc(self.pool(self.conv(x))).flatten(1)
 
 
+def reference_init(module: nn.Module) -> None:
+    """The reference's initialisation of every layer in ``module``: conv weights normal with std
+    ``sqrt(2 / (k * k * out_channels))``, norm weights 1 and biases 0."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            kh, kw = layer.kernel_size
+            std = (2.0 / (kh * kw * layer.out_channels)) ** 0.5
+            nn.init.normal_(layer.weight, 0.0, std)
+        elif isinstance(layer, (_BatchNorm, nn.GroupNorm)):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
 __all__ = [
     'Bridge',
     'BodyStage',
@@ -390,4 +404,5 @@ __all__ = [
     'make_blocks',
     'build_norm',
     'norm_act_conv',
+    'reference_init',
 ]

@@ -41,7 +41,16 @@ from mmfish.utils.mim import tool_command
 from mmfish.utils.paths import checkpoint_exists
 from mmfish.utils.typing import ConfigType, OptConfigType, OptMultiConfig
 
-from .fish_blocks import BodyStage, Bridge, HeadStage, ScoreHead, Stem, TailStage, build_norm
+from .fish_blocks import (
+    BodyStage,
+    Bridge,
+    HeadStage,
+    ScoreHead,
+    Stem,
+    TailStage,
+    build_norm,
+    reference_init,
+)
 from .fishnet_pretrained import (
     LoadTarget,
     PretrainedMismatchError,
@@ -651,16 +660,8 @@ class FishNet(BaseModule):
                 update_init_info(self, init_info=f'PretrainedInit: load from {cfg["checkpoint"]}')
 
     def _reference_init(self) -> None:
-        """The reference's initialisation: conv weights normal with std
-        ``sqrt(2 / (k * k * out_channels))``, norm weights 1 and biases 0."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                std = (2.0 / (kh * kw * module.out_channels)) ** 0.5
-                nn.init.normal_(module.weight, 0.0, std)
-            elif isinstance(module, (_BatchNorm, nn.GroupNorm)):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        """The reference's initialisation (:func:`~.fish_blocks.reference_init`)."""
+        reference_init(self)
 
     def load_target(self) -> LoadTarget:
         """What the check of a ``Pretrained`` file needs to know of this model, as plain data."""

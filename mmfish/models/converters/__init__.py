@@ -10,7 +10,13 @@ its module).
 
 from mmfish.models.backbones.variants import REFERENCE_ARCHS
 
-from .convert import DEFAULT_OUT_INDICES, convert_checkpoint, detect_arch, load_reference_checkpoint
+from .convert import (
+    DEFAULT_OUT_INDICES,
+    convert_checkpoint,
+    detect_arch,
+    load_reference_checkpoint,
+    to_classifier,
+)
 from .errors import (
     ArchMismatchError,
     CheckpointReadError,
@@ -56,5 +62,6 @@ __all__ = [
     'map_key',
     'reference_names',
     'strip_module_prefix',
+    'to_classifier',
     'to_reference_layout',
 ]

@@ -279,11 +279,32 @@ def _is_tar(head: bytes) -> bool:
     return len(head) >= 262 and head[257:262] == b'ustar'
 
 
+def to_classifier(converted: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """A converted state dict with its score head, as an MMPretrain ``ImageClassifier``'s.
+
+    The backbone's keys go under ``backbone.``, the score head's under ``head.`` (the
+    :class:`~mmfish.models.classification.FishNetClsHead` keeps it as ``score``); the out norms
+    of the detection backbone are left out (the classifier's backbone has none).
+    """
+    if 'score.fc.weight' not in converted:
+        raise MissingKeyError(
+            'a classifier checkpoint needs the score head: convert with keep_score=True '
+            '(--keep-score)'
+        )
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in converted.items():
+        if key.startswith('out_norms.'):
+            continue
+        out[f'head.{key}' if key.startswith('score.') else f'backbone.{key}'] = value
+    return out
+
+
 def convert_checkpoint(
     src: str,
     dst: str,
     keep_score: bool = False,
     arch: Optional[str] = None,
+    classifier: bool = False,
 ) -> dict:
     """Convert the reference checkpoint ``src`` and save it to ``dst``.
 
@@ -296,9 +317,14 @@ def convert_checkpoint(
     refuses the file for a model of another variant
     (:mod:`mmfish.models.backbones.fishnet_pretrained`).
 
+    With ``classifier=True`` (which keeps the score head) the file is a whole MMPretrain
+    ``ImageClassifier`` checkpoint instead (:func:`to_classifier`), loadable by ``load_from`` or
+    ``tools/test.py CONFIG FILE``; its meta says ``model='ImageClassifier'``.
+
     Returns:
         The ``meta`` dict written.
     """
+    keep_score = keep_score or classifier
     source, layout = to_reference_layout(load_reference_checkpoint(src), require_score=keep_score)
     converted = convert(source, keep_score=keep_score, arch=arch)
     detected = arch or detect_arch(source)
@@ -309,6 +335,9 @@ def convert_checkpoint(
         with_score=keep_score,
         num_classes=int(converted['score.fc.weight'].shape[0]) if keep_score else None,
     )
+    if classifier:
+        converted = to_classifier(converted)
+        meta['model'] = 'ImageClassifier'
     with atomic_path(dst) as tmp_path:
         torch.save({'state_dict': converted, 'meta': meta}, tmp_path)
     return meta
@@ -320,4 +349,5 @@ __all__ = [
     'convert_checkpoint',
     'detect_arch',
     'load_reference_checkpoint',
+    'to_classifier',
 ]

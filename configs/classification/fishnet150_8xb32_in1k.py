@@ -1,0 +1,4 @@
+# FishNet-150 on ImageNet-1k, the authors' plain 100-epoch recipe (_base_/fishnet_in1k.py).
+#   python tools/train.py configs/classification/fishnet150_8xb32_in1k.py
+_base_ = ['./_base_/fishnet_in1k.py']
+model = dict(backbone=dict(arch='fishnet150'))
