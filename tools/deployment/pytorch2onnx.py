@@ -149,11 +149,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cfg = load_config(args.config)
     model = build_model(cfg, args.part, args.checkpoint, seed=args.seed)
     in_channels = getattr(model.backbone, 'in_channels', 3)
-    if any(shape[1] != in_channels for shape in args.check_shapes):
-        raise ExportError(
-            f'--check-shapes: the backbone takes {in_channels} channels, give NxCxHxW with '
-            f'C={in_channels}'
-        )
+    for shape in args.check_shapes:
+        if shape[1] != in_channels:
+            raise ExportError(
+                f'--check-shapes {shape_text(shape)}: the backbone takes {in_channels} channels; '
+                f'give NxCxHxW with C={in_channels}'
+            )
     torch.set_num_threads(args.threads)
     export = export_onnx(model, args.out, args.exporter, args.opset, in_channels)
     weights = args.checkpoint or f'the seeded initialisation, seed {args.seed}'
