@@ -28,7 +28,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -167,12 +167,17 @@ def model_registry(cfg: Config):
 
 
 def build_model(
-    cfg: Config, part: str = 'backbone+neck', checkpoint: Optional[str] = None, seed: int = 0
+    cfg: Config,
+    part: str = 'backbone+neck',
+    checkpoint: Optional[str] = None,
+    seed: int = 0,
+    channels_last: bool = False,
 ) -> BackboneWithNeck:
     """The config's backbone (``part='backbone'``) or backbone and neck (``'backbone+neck'``),
     in eval mode.
 
-    FishNet is built NCHW (``channels_last=False``) and without checkpointing; ``init_cfg`` is
+    FishNet is built NCHW (``channels_last=False``: what is exported; ``True`` gives the fast
+    CPU path PyTorch users run, with the same results) and without checkpointing; ``init_cfg`` is
     dropped (no ImageNet file is read): the weights are ``checkpoint``'s, else the seeded
     initialisation.
 
@@ -198,7 +203,7 @@ def build_model(
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
     backbone_cfg.pop('init_cfg', None)
     if backbone_cfg.get('type') in ('FishNet', 'mmfish.FishNet'):
-        backbone_cfg.update(channels_last=False, with_cp=False)
+        backbone_cfg.update(channels_last=channels_last, with_cp=False)
     torch.manual_seed(seed)
     backbone = registry.build(backbone_cfg)
     neck = registry.build(copy.deepcopy(cfg.model.neck)) if part == 'backbone+neck' else None
@@ -417,35 +422,46 @@ def check_parity(
 
 @dataclass
 class Latency:
-    """Medians (and minima) of PyTorch's and onnxruntime's forward on the same input."""
+    """Medians (and minima) of each PyTorch model's forward and onnxruntime's on one input."""
 
     shape: List[int]
     threads: int
     repeat: int
-    torch_ms: float
-    onnxruntime_ms: float
-    torch_min_ms: float
-    onnxruntime_min_ms: float
-    ratio: float  # onnxruntime / PyTorch, medians
-    ratio_min: float
+    ms: Dict[str, float]  # median per engine: the PyTorch models by name, and 'onnxruntime'
+    min_ms: Dict[str, float]
+    ratio: Dict[str, float]  # onnxruntime / each PyTorch model, from medians
+    ratio_min: Dict[str, float]  # the same from minima
+
+
+ORT = 'onnxruntime'
 
 
 def measure_latency(
-    model: BackboneWithNeck, path: str, shape: Shape, threads: int, repeat: int, warmup: int = 1
+    models: Mapping[str, nn.Module],
+    path: str,
+    shape: Shape,
+    threads: int,
+    repeat: int,
+    warmup: int = 1,
 ) -> Latency:
-    """Time PyTorch's forward (eval, ``no_grad``, fp32) and onnxruntime's on one input, in
-    turn (round-robin), ``repeat`` times after ``warmup``; both with ``threads`` threads."""
+    """Time each PyTorch model's forward (eval, ``no_grad``, fp32) and onnxruntime's on one
+    seeded input, in turn (round-robin), ``repeat`` times after ``warmup``; all with ``threads``
+    threads, so that a slow spell of a shared machine hits every engine alike."""
     torch.set_num_threads(threads)
     sess = session(path, threads)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     feed = {INPUT_NAME: x.numpy()}
 
-    def run_torch() -> None:
-        with torch.no_grad():
-            model(x)
+    def forward(model: nn.Module):
+        def run() -> None:
+            with torch.no_grad():
+                model(x)
 
-    times: Dict[str, List[float]] = {'torch': [], 'ort': []}
-    steps = {'torch': run_torch, 'ort': lambda: sess.run(None, feed)}
+        return run
+
+    steps = {name: forward(model) for name, model in models.items()}
+    steps[ORT] = lambda: sess.run(None, feed)
+    times: Dict[str, List[float]] = {name: [] for name in steps}
     for i in range(warmup + repeat):
         for name, step in steps.items():
             start = time.perf_counter()
@@ -455,9 +471,9 @@ def measure_latency(
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     low = {k: min(v) * 1e3 for k, v in times.items()}
     return Latency(
-        shape=list(shape), threads=threads, repeat=repeat, torch_ms=med['torch'],
-        onnxruntime_ms=med['ort'], torch_min_ms=low['torch'], onnxruntime_min_ms=low['ort'],
-        ratio=med['ort'] / med['torch'], ratio_min=low['ort'] / low['torch'],
+        shape=list(shape), threads=threads, repeat=repeat, ms=med, min_ms=low,
+        ratio={k: med[ORT] / med[k] for k in models},
+        ratio_min={k: low[ORT] / low[k] for k in models},
     )  # fmt: skip
 
 
@@ -474,6 +490,7 @@ __all__ = [
     'BackboneWithNeck',
     'ExportError',
     'Latency',
+    'ORT',
     'Parity',
     'as_dicts',
     'build_model',

@@ -251,6 +251,8 @@ def test_tool_exports_checks_and_times_backbone_and_neck(run_tool: Callable, tmp
     assert [p['shape'] for p in result['parity']] == [[1, 3, 64, 64], [3, 3, 96, 160]]
     assert all(p['max_error'] <= DEFAULT_TOLERANCE for p in result['parity'])
     assert [t['shape'] for t in result['latency']] == [[1, 3, 64, 64], [3, 3, 96, 160]]
-    assert all(t['torch_ms'] > 0 and t['onnxruntime_ms'] > 0 for t in result['latency'])
-    assert '| 3x3x96x160 |' in proc.stdout and 'onnxruntime / PyTorch' in proc.stdout
+    engines = ['PyTorch NCHW', 'PyTorch channels-last', 'onnxruntime']
+    assert all(list(t['ms']) == engines for t in result['latency'])
+    assert all(min(t['ms'].values()) > 0 for t in result['latency'])
+    assert '| 3x3x96x160 |' in proc.stdout and 'onnxruntime / PyTorch NCHW' in proc.stdout
     assert 'torchvision' not in proc.stderr  # the exporter's irrelevant warnings are silenced

@@ -31,6 +31,7 @@ from mmfish.deployment.onnx import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
     EXPORTERS,
+    ORT,
     PARTS,
     ExportError,
     as_dicts,
@@ -129,16 +130,22 @@ def parity_table(parity: List[dict], tolerance: float) -> str:
 
 
 def latency_table(latency: List[dict]) -> str:
+    engines = list(latency[0]['ms'])
+    torch_models = [e for e in engines if e != ORT]
     lines = [
-        'Latency, medians (minima) of round-robin runs, fp32:',
-        '| input | threads | PyTorch ms | onnxruntime ms | onnxruntime / PyTorch |',
-        '|---|--:|--:|--:|--:|',
+        'Latency, fp32, medians (minima) of round-robin runs, ms per forward:',
+        '| input | threads | '
+        + ' | '.join(engines)
+        + ' | '
+        + ' | '.join(f'{ORT} / {m}' for m in torch_models)
+        + ' |',
+        '|---|--:|' + '--:|' * (len(engines) + len(torch_models)),
     ]
     for t in latency:
+        times = [f'{t["ms"][e]:.1f} ({t["min_ms"][e]:.1f})' for e in engines]
+        ratios = [f'{t["ratio"][m]:.2f} ({t["ratio_min"][m]:.2f})' for m in torch_models]
         lines.append(
-            f'| {shape_text(t["shape"])} | {t["threads"]} | {t["torch_ms"]:.1f} '
-            f'({t["torch_min_ms"]:.1f}) | {t["onnxruntime_ms"]:.1f} '
-            f'({t["onnxruntime_min_ms"]:.1f}) | {t["ratio"]:.2f} ({t["ratio_min"]:.2f}) |'
+            f'| {shape_text(t["shape"])} | {t["threads"]} | ' + ' | '.join(times + ratios) + ' |'
         )
     return '\n'.join(lines)
 
@@ -172,8 +179,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         torch=torch.__version__, command=' '.join(['python', *sys.argv]),
     )  # fmt: skip
     if args.benchmark:
+        models = {'PyTorch NCHW': model}
+        if type(model.backbone).__name__ == 'FishNet':  # and FishNet's default CPU path
+            fast = build_model(cfg, args.part, seed=args.seed, channels_last=True)
+            fast.load_state_dict(model.state_dict())
+            models['PyTorch channels-last'] = fast
         latency = [
-            measure_latency(model, args.out, shape, args.threads, args.repeat, args.warmup)
+            measure_latency(models, args.out, shape, args.threads, args.repeat, args.warmup)
             for shape in args.check_shapes
         ]
         report['latency'] = as_dicts(latency)
