@@ -320,31 +320,56 @@ def export_onnx(
     Returns:
         What was exported: exporter, opset, input and output names, trace shape, seconds.
     """
+    sample = torch.randn(TRACE_BATCH, in_channels, TRACE_SIDE, TRACE_SIDE)
+    return export_module(
+        model, path, sample, output_names(model, in_channels), image_dims(), exporter, opset
+    )
+
+
+def image_dims() -> Dict[int, object]:
+    """The dynamic dimensions of an image batch: N, and H and W as multiples of 32."""
+    from torch.export import Dim
+
+    return {
+        0: Dim('batch', min=1, max=MAX_BATCH),
+        2: SIZE_DIVISOR * Dim('height_div32', min=1, max=MAX_SIDE // SIZE_DIVISOR),
+        3: SIZE_DIVISOR * Dim('width_div32', min=1, max=MAX_SIDE // SIZE_DIVISOR),
+    }
+
+
+def export_module(
+    module: nn.Module,
+    path: str,
+    sample: torch.Tensor,
+    names: Sequence[str],
+    dims: Mapping[int, object],
+    exporter: str = 'dynamo',
+    opset: int = DEFAULT_OPSET,
+) -> dict:
+    """Export ``module`` (one tensor in, named ``input``; ``names`` out) to the single ONNX file
+    ``path``, written atomically, with the input's dimensions ``dims`` dynamic
+    (``{axis: torch.export.Dim}``; the TorchScript exporter takes their names only), traced with
+    ``sample``. The file is checked with ``onnx.checker``.
+
+    Returns:
+        What was exported: exporter, opset, input and output names, trace shape, seconds, MiB.
+    """
     if exporter not in EXPORTERS:
         raise ExportError(f'exporter {exporter!r}: choose one of {", ".join(EXPORTERS)}')
-    shape = (TRACE_BATCH, in_channels, TRACE_SIDE, TRACE_SIDE)
-    sample = torch.randn(*shape)
-    names = output_names(model, in_channels)
     start = time.perf_counter()
     with atomic_path(path) as tmp, quiet_exporter(), torch.no_grad():
         if exporter == 'dynamo':
-            from torch.export import Dim
-
-            batch = Dim('batch', min=1, max=MAX_BATCH)
-            height = SIZE_DIVISOR * Dim('height_div32', min=1, max=MAX_SIDE // SIZE_DIVISOR)
-            width = SIZE_DIVISOR * Dim('width_div32', min=1, max=MAX_SIDE // SIZE_DIVISOR)
             program = torch.onnx.export(
-                model, (sample,), dynamo=True, input_names=[INPUT_NAME], output_names=names,
-                opset_version=opset, dynamic_shapes=({0: batch, 2: height, 3: width},),
-                verbose=False,
+                module, (sample,), dynamo=True, input_names=[INPUT_NAME], output_names=names,
+                opset_version=opset, dynamic_shapes=(dict(dims),), verbose=False,
             )  # fmt: skip
             program.save(tmp, external_data=False)
         else:
-            axes = {0: 'batch', 2: 'height', 3: 'width'}
-            out_axes = {n: {0: 'batch', 2: f'{n}_height', 3: f'{n}_width'} for n in names}
+            axes = {axis: str(getattr(dim, '__name__', dim)) for axis, dim in dims.items()}
+            out_axes = {n: {axis: f'{n}_{axis}' for axis in dims} for n in names}
             torch.onnx.export(
-                model, (sample,), tmp, dynamo=False, input_names=[INPUT_NAME],
-                output_names=names, opset_version=opset,
+                module, (sample,), tmp, dynamo=False, input_names=[INPUT_NAME],
+                output_names=list(names), opset_version=opset,
                 dynamic_axes={INPUT_NAME: axes, **out_axes},
             )  # fmt: skip
         import onnx
@@ -353,9 +378,9 @@ def export_onnx(
     return dict(
         exporter=exporter,
         opset=opset,
-        trace_shape=list(shape),
+        trace_shape=list(sample.shape),
         input=INPUT_NAME,
-        outputs=names,
+        outputs=list(names),
         export_s=time.perf_counter() - start,
         size_mib=osp.getsize(path) / 2**20,
     )
@@ -496,7 +521,9 @@ __all__ = [
     'build_model',
     'check_parity',
     'check_shape',
+    'export_module',
     'export_onnx',
+    'image_dims',
     'load_config',
     'load_weights',
     'measure_latency',
