@@ -85,3 +85,17 @@ def test_a_one_stage_detector_is_refused():
     detector.neck = torch.nn.Identity()
     with pytest.raises(ExportError, match=r'has no rpn_head, roi_head.bbox_head: the detector'):
         check_detector(detector)
+
+
+def test_faster_rcnn_exports_without_a_mask_head(detector2onnx, val_images, one_thread, tmp_path):
+    cfg = load_config(TINY_CONFIG)
+    cfg.model.roi_head.mask_head = None
+    cfg.model.roi_head.mask_roi_extractor = None
+    detector = detector2onnx.build_detector(cfg, None, seed=0, exportable=True)
+    exported = export_detector(detector, str(tmp_path), exporter='torchscript')
+    assert sorted(exported) == ['bbox_head', 'dense']
+    reference = detector2onnx.build_detector(cfg, None, seed=0, exportable=False)
+    onnx_detector = run_with_onnx(detector, {p: e['path'] for p, e in exported.items()})
+    figures = compare_detections(reference, onnx_detector, val_images[:2])
+    assert figures['detections'] == 20 and figures['mismatched_images'] == []
+    assert figures['box_error_px'] < 1e-3 and figures['mask_iou'] is None
