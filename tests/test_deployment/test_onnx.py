@@ -169,10 +169,11 @@ def pytorch2onnx():
         (['--checkpoint', 'no/such.pth'], 'checkpoint no/such.pth does not exist: give a '
          "trained model's checkpoint"),
         (['--out', 'model.pt'], '--out model.pt: name a .onnx file'),
+        (['--onnx', 'no.onnx'], '--onnx no.onnx does not exist: give an exported .onnx file'),
         (['--check-shapes', '1x4x64x64'], '--check-shapes 1x4x64x64: the backbone takes 3 '
          'channels; give NxCxHxW with C=3'),
     ],
-    ids=['size', 'checkpoint', 'out', 'channels'],
+    ids=['size', 'checkpoint', 'out', 'onnx', 'channels'],
 )  # fmt: skip
 def test_tool_refuses_bad_input_in_one_line(
     args, message, pytorch2onnx, monkeypatch, capsys, tmp_path
@@ -207,16 +208,20 @@ def test_tool_refuses_a_config_it_cannot_export(config, message, pytorch2onnx, t
 
 
 def test_tool_fails_when_parity_fails(pytorch2onnx, one_thread, capsys, tmp_path):
-    """Held to an impossible tolerance, the tool prints the table and exits with status 1."""
+    """Held to an impossible tolerance, the tool prints the table and exits with status 1 (here
+    checking the file it wrote, ``--onnx``, instead of exporting again)."""
     out = tmp_path / 'tiny.onnx'
     argv = [TINY_CONFIG, '--out', str(out), '--exporter', 'torchscript', '--threads', '1']
     report = pytorch2onnx.main([*argv, '--check-shapes', '64x64', '2x3x64x128'])
     assert [p['shape'] for p in report['parity']] == [[1, 3, 64, 64], [2, 3, 64, 128]]
     assert max(p['max_error'] for p in report['parity']) <= DEFAULT_TOLERANCE
     with pytest.raises(SystemExit) as exit_:
-        pytorch2onnx.main([*argv, '--check-shapes', '64x64', '--tolerance', '1e-12'])
+        pytorch2onnx.main(
+            [*argv, '--onnx', str(out), '--check-shapes', '64x64', '--tolerance', '1e-12']
+        )
     assert exit_.value.code == 1
     captured = capsys.readouterr()
+    assert f'Checking {out} against backbone+neck' in captured.out
     assert '| 1x3x64x64 |' in captured.out
     assert 'parity FAILED: relative error' in captured.err and '> 1e-12' in captured.err
 

@@ -69,6 +69,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--out', help='the .onnx file to write (default: work_dirs/onnx/<config>_<part>.onnx)'
     )
     parser.add_argument(
+        '--onnx',
+        help='check (and with --benchmark time) this existing export of the same config and '
+        'weights instead of exporting again',
+    )
+    parser.add_argument(
         '--exporter',
         choices=EXPORTERS,
         default='dynamo',
@@ -113,6 +118,8 @@ def check_args(args: argparse.Namespace) -> None:
         args.out = osp.join('work_dirs', 'onnx', f'{stem}_{args.part.replace("+", "_")}.onnx')
     if not args.out.endswith('.onnx'):
         raise ExportError(f'--out {args.out}: name a .onnx file')
+    if args.onnx is not None and not osp.isfile(args.onnx):
+        raise ExportError(f'--onnx {args.onnx} does not exist: give an exported .onnx file')
     if args.tolerance <= 0 or args.repeat < 1 or args.warmup < 0 or args.threads < 1:
         raise ExportError('--tolerance must be > 0, --repeat and --threads >= 1, --warmup >= 0')
 
@@ -163,14 +170,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 f'give NxCxHxW with C={in_channels}'
             )
     torch.set_num_threads(args.threads)
-    export = export_onnx(model, args.out, args.exporter, args.opset, in_channels)
     weights = args.checkpoint or f'the seeded initialisation, seed {args.seed}'
-    print(
-        f'Exported {args.part} of {args.config} (weights: {weights}) to {args.out} with the '
-        f'{args.exporter} exporter, opset {args.opset}: {export["size_mib"]:.1f} MiB in '
-        f'{export["export_s"]:.1f} s. Input {export["input"]!r}: N x {in_channels} x H x W, '
-        f'dynamic, H and W multiples of 32; outputs {", ".join(export["outputs"])}.'
-    )
+    if args.onnx is not None:
+        args.out, export = args.onnx, dict(reused=args.onnx)
+        print(f'Checking {args.onnx} against {args.part} of {args.config} (weights: {weights}).')
+    else:
+        export = export_onnx(model, args.out, args.exporter, args.opset, in_channels)
+        print(
+            f'Exported {args.part} of {args.config} (weights: {weights}) to {args.out} with the '
+            f'{args.exporter} exporter, opset {args.opset}: {export["size_mib"]:.1f} MiB in '
+            f'{export["export_s"]:.1f} s. Input {export["input"]!r}: N x {in_channels} x H x W, '
+            f'dynamic, H and W multiples of 32; outputs {", ".join(export["outputs"])}.'
+        )
     parity = as_dicts(check_parity(model, args.out, args.check_shapes, args.seed, args.threads))
     print(parity_table(parity, args.tolerance))
     report = dict(
