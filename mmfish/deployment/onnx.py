@@ -48,7 +48,7 @@ DEFAULT_OPSET = 18
 INPUT_NAME = 'input'
 #: The largest batch and the largest side (in pixels) the dynamic dimensions allow.
 MAX_BATCH = 256
-MAX_SIDE = 32 * 256
+MAX_SIDE = SIZE_DIVISOR * 256
 #: The parity the export is held to: ``max |onnx - torch| / max |torch|`` per output, fp32.
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_CHECK_SHAPES = ((1, 3, 224, 224), (2, 3, 320, 480))
