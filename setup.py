@@ -92,7 +92,11 @@ setup(
         'pyyaml',  # mmfish.utils.mim reads the model index (mmengine requires it too)
         'setuptools<82',
     ],
-    extras_require={'tests': ['pytest>=7', 'ruff==0.8.6']},
+    extras_require={
+        'tests': ['pytest>=7', 'ruff==0.8.6'],
+        # tools/deployment (ONNX export): the pins of requirements/runtime.txt
+        'onnx': ['onnx==1.23.2', 'onnxruntime==1.32.0', 'onnxscript==0.7.2'],
+    },
     entry_points={'console_scripts': CONSOLE_SCRIPTS},
     cmdclass={'build_py': BuildPyWithMim},
     license='Apache-2.0',
