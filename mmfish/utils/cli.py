@@ -6,8 +6,10 @@ errors, whose messages already name the file and the fix), for anything the user
 missing file, a bad argument, a config that cannot do what was asked. :func:`run_cli` prints such
 an error as ``<tool>: error: <message>`` on stderr and exits with status 2, the status argparse
 gives a bad argument; ``--debug`` on the command line or ``MMFISH_DEBUG=1`` in the environment
-lets the exception and its traceback through instead. Anything else (a bug, an error inside
-mmdet) keeps its traceback.
+lets the exception and its traceback through instead. A
+:class:`~mmfish.utils.errors.TrainingStopped` (training ended on purpose, its checkpoints kept) is
+reported the same way, as ``<tool>: stopped: <message>``, with exit status 1. Anything else (a
+bug, an error inside mmdet) keeps its traceback.
 """
 
 import argparse
@@ -16,11 +18,12 @@ import os.path as osp
 import sys
 from typing import Callable, Tuple, Type
 
-from mmfish.utils.errors import UserInputError
+from mmfish.utils.errors import TrainingStopped, UserInputError
 
 DEBUG_ENV = 'MMFISH_DEBUG'
 DEBUG_FLAG = '--debug'
 EXIT_USAGE = 2
+EXIT_STOPPED = 1  # a TrainingStopped: the run ended on purpose, its checkpoints kept
 
 
 class CliError(UserInputError):
@@ -84,3 +87,6 @@ def run_cli(main: Callable[[], None]) -> None:
     except user_errors() as error:
         print(f'{prog}: error: {one_line(error)} {debug_hint()}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except TrainingStopped as error:
+        print(f'{prog}: stopped: {one_line(error)} {debug_hint()}', file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
