@@ -15,8 +15,15 @@ scaling on a GPU, as in mmdet.
 
 Exit status 75: stopped by SIGTERM (preemption) after writing a checkpoint of the last finished
 iteration (mmfish configs, ``FaultTolerantCheckpointHook``); run again with ``--resume``.
-Exit status 2: a bad argument, a missing file or bad data, reported as one line with the fix
-before anything is written (``--debug`` or ``MMFISH_DEBUG=1`` shows the traceback).
+Exit status 130: stopped by Ctrl-C (SIGINT), after writing the same checkpoint; a second Ctrl-C
+aborts at once, without one.
+Exit status 2: a bad argument, a missing file, bad data or weights that do not fit the model,
+reported as one line with the fix before anything is written (``--debug`` or ``MMFISH_DEBUG=1``
+shows the traceback).
+Exit status 1: training stopped on an error: too many non-finite steps in a row, a checkpoint
+that could not be written (one line), or a traceback.
+Under ``tools/dist_train.sh`` each process also writes its exit status to the file named by
+``MMFISH_EXIT_STATUS_FILE``: torchrun reports any failed process as 1, the script exits with it.
 """
 
 import argparse
@@ -33,8 +40,11 @@ from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import configure_amp
 from mmfish.engine.runner.dist import setup_cpu_distributed
 from mmfish.utils.cli import CliError, add_debug_argument, run_cli
+from mmfish.utils.io import write_text_atomically
 from mmfish.utils.mim import resolve_config
 from mmfish.utils.paths import checkpoint_exists
+
+EXIT_STATUS_FILE = 'MMFISH_EXIT_STATUS_FILE'
 
 
 def parse_args() -> argparse.Namespace:
@@ -115,5 +125,16 @@ def main() -> None:
     runner.train()
 
 
+def record_exit_status(code: object) -> None:
+    """Write a non-zero exit status to ``$MMFISH_EXIT_STATUS_FILE`` (set by dist_train.sh)."""
+    path = os.environ.get(EXIT_STATUS_FILE)
+    if path and isinstance(code, int) and code != 0:
+        write_text_atomically(path, f'{code}\n')
+
+
 if __name__ == '__main__':
-    run_cli(main)
+    try:
+        run_cli(main)
+    except SystemExit as stop:
+        record_exit_status(stop.code)
+        raise

@@ -5,16 +5,19 @@ Set by environment variables of the training process (iterations counted from 1)
 - ``MMFISH_NAN_LOSS_ITERS=3,4``: at these iterations the detector's ``loss_bbox`` is NaN.
 - ``MMFISH_NAN_GRAD_ITERS=5``: at these iterations ``loss_cls`` keeps its value and sends a NaN
   gradient back.
+- ``MMFISH_SLOW_ITER_S=2``: every iteration takes 2 s longer (a window to send signals in).
 - ``MMFISH_FULL_DISK_AFTER=N``: after N checkpoint files written in full, every write of a
   checkpoint's temporary file writes half of it and fails with ``OSError(ENOSPC)``, as a full
   disk does.
 
-Used by ``tests/test_engine/test_non_finite_steps.py`` and ``test_checkpoint_writes.py``.
+Used by ``tests/test_engine/test_non_finite_steps.py``, ``test_checkpoint_writes.py`` and
+``test_stop_signals.py``.
 """
 
 import errno
 import os
 import os.path as osp
+import time
 
 import torch
 from mmdet.models.detectors.two_stage import TwoStageDetector
@@ -46,6 +49,7 @@ _loss = TwoStageDetector.loss
 def _faulty_loss(self, *args, **kwargs):
     losses = _loss(self, *args, **kwargs)
     step = MessageHub.get_current_instance().get_info('iter', 0) + 1
+    time.sleep(float(os.environ.get('MMFISH_SLOW_ITER_S', '0')))
     if step in _iters('MMFISH_NAN_LOSS_ITERS'):
         losses['loss_bbox'] = losses['loss_bbox'] * float('nan')
     if step in _iters('MMFISH_NAN_GRAD_ITERS'):
