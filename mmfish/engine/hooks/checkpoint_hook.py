@@ -105,6 +105,7 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         self.save_on_sigint = save_on_sigint
         self._signal_received = 0  # the number of the signal to stop on, 0 for none
         self._previous_handlers: Dict[int, Any] = {}
+        self._pid = os.getpid()
         self._gathered_states: Optional[List[Dict[str, Any]]] = None
 
     # ---------------------------------------------------------------------------- run lifecycle
@@ -131,6 +132,7 @@ class FaultTolerantCheckpointHook(CheckpointHook):
                 'ResumableIterBasedTrainLoop)'
             )
         if threading.current_thread() is threading.main_thread():
+            self._pid = os.getpid()  # data-loading workers forked later inherit the handlers
             if self.save_on_sigterm:
                 self._previous_handlers[signal.SIGTERM] = signal.signal(
                     signal.SIGTERM, self._on_stop_signal
@@ -150,6 +152,8 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         self._previous_handlers = {}
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            return  # a data-loading worker: the main process stops the run
         if signum == signal.SIGINT:
             if self._signal_received == signal.SIGINT:
                 # the second Ctrl-C: abort now (KeyboardInterrupt), without a checkpoint
