@@ -16,7 +16,7 @@ class UserInputError(ValueError):
     """A problem with the user's input; the message names it and the fix."""
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(Exception):
     """Training stopped on purpose, its work kept on disk; the message says why and what next.
 
     Raised by the training hooks (too many non-finite steps, a checkpoint that could not be

@@ -1,7 +1,8 @@
 """Steps with a NaN or inf loss or gradient are skipped, counted, and stop a run that keeps failing.
 
 :class:`~mmfish.engine.hooks.NonFiniteStepHook` on a toy model (a linear layer and a BatchNorm,
-fast) with mmengine's ``OptimWrapper`` and ``AmpOptimWrapper`` (its loss scaler on the CPU), and
+fast) with mmengine's ``OptimWrapper`` and ``AmpOptimWrapper`` (its loss scaler on the CPU) and
+mmfish's ``PartialAmpOptimWrapper`` (bf16, no scaler), and
 on the tiny config through ``tools/train.py`` with faults injected by
 ``tests/data/inject_faults.py``.
 """
@@ -18,6 +19,7 @@ from mmengine.logging import MessageHub
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mmfish.engine.hooks import NonFiniteStepHook, NonFiniteTrainingError
+from mmfish.engine.optimizers import PartialAmpOptimWrapper
 from mmfish.testing import ROOT, TINY_CONFIG
 
 
@@ -87,9 +89,10 @@ def _train_iter(hook: NonFiniteStepHook, runner, fault: str = '') -> None:
     runner.iter += 1
 
 
+@pytest.mark.parametrize('wrapper', [OptimWrapper, PartialAmpOptimWrapper])
 @pytest.mark.parametrize('fault', ['loss', 'grad'])
-def test_a_non_finite_step_changes_nothing_and_is_counted(fault: str) -> None:
-    runner = _runner()
+def test_a_non_finite_step_changes_nothing_and_is_counted(fault: str, wrapper) -> None:
+    runner = _runner(wrapper)
     hook = NonFiniteStepHook(max_consecutive=3)
     hook.before_train(runner)
     _train_iter(hook, runner)  # a good step: the optimizer state exists

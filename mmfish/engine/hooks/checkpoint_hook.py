@@ -76,8 +76,8 @@ class TrainingInterrupted(SystemExit):
         super().__init__(INTERRUPTED_EXIT_CODE)
 
 
-class CheckpointWriteError(TrainingStopped):
-    """A checkpoint could not be written; the previous one is intact."""
+class CheckpointWriteError(TrainingStopped, OSError):
+    """A checkpoint could not be written (an ``OSError``); the previous one is intact."""
 
 
 @register_hook
@@ -159,11 +159,14 @@ class FaultTolerantCheckpointHook(CheckpointHook):
                 # the second Ctrl-C: abort now (KeyboardInterrupt), without a checkpoint
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt
-            sys.stderr.write(
+            message = (
                 '\nCtrl-C: finishing this iteration, then saving a checkpoint and exiting '
                 f'(status {INTERRUPTED_EXIT_CODE}); Ctrl-C again aborts at once without saving\n'
             )
-            sys.stderr.flush()
+            try:  # unbuffered: the handler may run inside a write to sys.stderr
+                os.write(sys.stderr.fileno(), message.encode())
+            except (OSError, ValueError):
+                pass
         # SIGTERM wins over SIGINT: the scheduler has to see a preemption as one
         self._signal_received = max(self._signal_received, int(signum))
 
