@@ -7,6 +7,7 @@ on the tiny config through ``tools/train.py`` with faults injected by
 ``tests/data/inject_faults.py``.
 """
 
+import glob
 import os
 import os.path as osp
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from typing import Callable, Dict
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
@@ -226,3 +228,21 @@ def test_tiny_config_skips_injected_nan_steps_then_stops(
     last = load(9)
     assert all(torch.isfinite(v).all() for v in last['state_dict'].values())
     assert last['message_hub']['runtime_info']['non_finite_steps'] == 4
+
+
+def test_every_mmfish_config_has_the_hook() -> None:
+    """On by default: every config that trains (the COCO, segmentation and demo configs, and the
+    tests' tiny ones); ``default_hooks.non_finite=None`` turns it off."""
+    configs = sorted(
+        glob.glob(osp.join(ROOT, 'configs', '**', '*fishnet*.py'), recursive=True)
+        + glob.glob(osp.join(ROOT, 'tests', 'data', 'tiny_*config.py'))
+    )
+    configs = [c for c in configs if '_base_' not in c]
+    assert len(configs) > 20
+    missing = [
+        osp.relpath(c, ROOT)
+        for c in configs
+        if (Config.fromfile(c).default_hooks.get('non_finite') or {}).get('type')
+        != 'NonFiniteStepHook'
+    ]
+    assert not missing, f'configs without NonFiniteStepHook: {missing}'
