@@ -30,7 +30,6 @@ import argparse
 import copy
 import os
 import os.path as osp
-from typing import Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, RUNNERS, DefaultScope
@@ -43,7 +42,7 @@ from mmfish.engine.optimizers.amp import configure_amp
 from mmfish.engine.runner.dist import setup_cpu_distributed
 from mmfish.models.backbones.fishnet import FishNet
 from mmfish.models.backbones.fishnet_pretrained import PretrainedMismatchError
-from mmfish.utils.cli import CliError, add_debug_argument, run_cli, user_errors
+from mmfish.utils.cli import CliError, add_debug_argument, read_config, run_cli, user_errors
 from mmfish.utils.io import write_text_atomically
 from mmfish.utils.mim import config_reference, resolve_config
 from mmfish.utils.paths import checkpoint_exists
@@ -81,22 +80,6 @@ def parse_args() -> argparse.Namespace:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-def read_config(path: str, options: Optional[dict]) -> Config:
-    """The config at ``path`` with ``--cfg-options`` merged; one that cannot be read (a syntax
-    error, a base it cannot inherit from, a bad option) is a :class:`CliError`."""
-    try:
-        cfg = Config.fromfile(path)
-        if options is not None:
-            cfg.merge_from_dict(options)
-    except user_errors():
-        raise
-    except Exception as error:
-        raise CliError(
-            f'the config {path} cannot be read: {type(error).__name__}: {error}'
-        ) from error
-    return cfg
 
 
 def check_model(cfg: Config, config_path: str) -> None:

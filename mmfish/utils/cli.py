@@ -16,7 +16,9 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Callable, Tuple, Type
+from typing import Callable, Optional, Tuple, Type
+
+from mmengine.config import Config
 
 from mmfish.utils.errors import TrainingStopped, UserInputError
 
@@ -71,6 +73,22 @@ def _file_message(error: FileNotFoundError) -> str:
     path = os.fsdecode(error.filename)
     where = '' if osp.isabs(path) else f' (relative to the current directory {os.getcwd()})'
     return f'{error.strerror or "no such file"}: {path}{where}'
+
+
+def read_config(path: str, options: Optional[dict]) -> Config:
+    """The config at ``path`` with ``--cfg-options`` merged; one that cannot be read (a syntax
+    error, a base it cannot inherit from, a bad option) is a :class:`CliError`."""
+    try:
+        cfg = Config.fromfile(path)
+        if options is not None:
+            cfg.merge_from_dict(options)
+    except user_errors():
+        raise
+    except Exception as error:
+        raise CliError(
+            f'the config {path} cannot be read: {type(error).__name__}: {error}'
+        ) from error
+    return cfg
 
 
 def run_cli(main: Callable[[], None]) -> None:

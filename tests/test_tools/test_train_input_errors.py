@@ -85,6 +85,19 @@ def test_a_model_that_cannot_be_built_is_one_config_error(train_tool) -> None:
         train_tool.check_model(cfg, TINY_CONFIG)
 
 
+def test_a_config_that_cannot_be_read_is_one_error(tmp_path) -> None:
+    """train.py and test.py read their config with ``read_config``."""
+    from mmfish.utils.cli import read_config
+
+    bad = tmp_path / 'bad.py'
+    bad.write_text('model = dict(\n')
+    with pytest.raises(CliError, match=f'the config {bad} cannot be read: SyntaxError'):
+        read_config(str(bad), None)
+    with pytest.raises(CliError, match="cannot be read: KeyError: 'Index 9 exceeds the length"):
+        read_config(TINY_CONFIG, {'model.neck.in_channels.9': 1})  # a --cfg-options typo
+    assert read_config(TINY_CONFIG, {'train_cfg.max_epochs': 3}).train_cfg.max_epochs == 3
+
+
 # --------------------------------------------------------------------------- through train.py
 def _no_traceback_one_line(stderr: str) -> str:
     assert 'Traceback' not in stderr, stderr[-3000:]
