@@ -230,6 +230,7 @@ def test_tiny_config_skips_injected_nan_steps_then_stops(
     assert last['message_hub']['runtime_info']['non_finite_steps'] == 4
 
 
+@pytest.mark.slow  # reads 24 configs: 8-20 s on 2 shared cores
 def test_every_mmfish_config_has_the_hook() -> None:
     """On by default: every config that trains (the COCO, segmentation and demo configs, and the
     tests' tiny ones); ``default_hooks.non_finite=None`` turns it off."""
