@@ -7,8 +7,9 @@
 # finished iteration was written; continue with --resume), 130 when stopped by Ctrl-C (the same
 # checkpoint), 1 when training stopped on an error, 2 for a bad argument or input. torchrun
 # itself reports any failed worker as 1; the workers write their status to a file
-# (MMFISH_EXIT_STATUS_FILE) and this script exits with it. A SIGTERM or SIGINT sent to this
-# script alone is passed on to torchrun, which passes it to the workers.
+# (MMFISH_EXIT_STATUS_FILE) and this script exits with it. A SIGTERM sent to this script alone
+# is passed on to torchrun, which passes it to the workers; so is Ctrl-C in the terminal (a second
+# Ctrl-C makes torchrun stop the workers with SIGTERM: they save the iteration and exit 75).
 usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 case "${1:-}" in -h | --help) usage; exit 0 ;; esac
 if [[ $# -lt 2 ]]; then usage >&2; exit 2; fi
@@ -35,10 +36,12 @@ PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
     "$CONFIG" \
     --launcher pytorch "${@:3}" &
 LAUNCHER=$!
-# Signals to this script go to torchrun (a signal to the whole process group reaches it anyway);
+# SIGTERM sent to this script is passed on to torchrun (twice is harmless: both are SIGTERM).
+# Ctrl-C reaches torchrun from the terminal itself, and torchrun passes one SIGINT to the workers
+# (they run in sessions of their own): passing it on again would make it a second Ctrl-C.
 # `wait` returns when a trapped signal arrives, so wait again until torchrun has exited.
 trap 'kill -TERM "$LAUNCHER" 2>/dev/null' TERM
-trap 'kill -INT "$LAUNCHER" 2>/dev/null' INT
+trap ':' INT
 STATUS=0
 while true; do
     wait "$LAUNCHER"

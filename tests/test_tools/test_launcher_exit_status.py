@@ -20,7 +20,7 @@ from typing import Callable, Dict
 import pytest
 import torch
 
-from mmfish.engine.hooks import PREEMPTED_EXIT_CODE
+from mmfish.engine.hooks import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 from mmfish.testing import ROOT, TINY_CONFIG
 
 
@@ -73,13 +73,28 @@ def _free_port() -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('target', ['script', 'group'])
-def test_dist_train_sh_preempted_exits_75(
-    tmp_path, tiny_shapes: str, data_opts: Callable, tool_env: Dict[str, str], target: str
+@pytest.mark.parametrize(
+    'target, sig, expected',
+    [
+        ('script', signal.SIGTERM, PREEMPTED_EXIT_CODE),
+        ('group', signal.SIGTERM, PREEMPTED_EXIT_CODE),
+        ('group', signal.SIGINT, INTERRUPTED_EXIT_CODE),
+    ],
+    ids=['sigterm-script', 'sigterm-group', 'ctrl-c'],
+)
+def test_dist_train_sh_stopped_exits_with_the_workers_status(
+    tmp_path,
+    tiny_shapes: str,
+    data_opts: Callable,
+    tool_env: Dict[str, str],
+    target: str,
+    sig: int,
+    expected: int,
 ) -> None:
-    """2 processes (gloo); SIGTERM once iteration 2 is logged, sent to the script alone (as
-    Slurm's ``--signal=B:TERM`` does) or to its process group (as a scheduler killing the job
-    does): the workers save the iteration and exit 75, torchrun 1, the script 75."""
+    """2 processes (gloo); once iteration 2 is logged, SIGTERM to the script alone (as Slurm's
+    ``--signal=B:TERM`` does) or to its process group (as a scheduler killing the job does), or
+    SIGINT to the group (Ctrl-C in a terminal): the workers save the iteration and exit with 75
+    (130 for Ctrl-C), torchrun with 1, the script with the workers' status."""
     work = str(tmp_path / 'work')
     out_path = str(tmp_path / 'out.txt')
     cmd = [
@@ -99,9 +114,9 @@ def test_dist_train_sh_preempted_exits_75(
                 assert time.monotonic() < deadline, 'iteration 2 not reached'
                 time.sleep(0.1)
             if target == 'script':
-                os.kill(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, sig)
             else:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, sig)
             code = proc.wait(timeout=120)
         finally:
             try:
@@ -110,10 +125,11 @@ def test_dist_train_sh_preempted_exits_75(
                 pass
             proc.wait()
     log = open(out_path).read()
-    assert code == PREEMPTED_EXIT_CODE, log[-3000:]
+    assert code == expected, log[-3000:]
     saved = glob.glob(osp.join(work, 'iter_*.pth'))
     assert len(saved) == 1, saved
-    assert 'SIGTERM received: checkpoint of iteration' in log
+    name = 'SIGTERM' if sig == signal.SIGTERM else 'Ctrl-C (SIGINT)'
+    assert f'{name} received: checkpoint of iteration' in log
     with open(osp.join(work, 'last_checkpoint')) as f:
         assert f.read().strip() == saved[0]
     step = int(osp.basename(saved[0])[len('iter_') : -len('.pth')])
