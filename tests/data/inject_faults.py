@@ -5,6 +5,7 @@ Set by environment variables of the training process (iterations counted from 1)
 - ``MMFISH_NAN_LOSS_ITERS=3,4``: at these iterations the detector's ``loss_bbox`` is NaN.
 - ``MMFISH_NAN_GRAD_ITERS=5``: at these iterations ``loss_cls`` keeps its value and sends a NaN
   gradient back.
+- ``MMFISH_FAULT_RANK=1``: only the process of this rank injects the faults above (default: all).
 - ``MMFISH_SLOW_ITER_S=2``: every iteration takes 2 s longer (a window to send signals in).
 - ``MMFISH_FULL_DISK_AFTER=N``: after N checkpoint files written in full, every write of a
   checkpoint's temporary file writes half of it and fails with ``OSError(ENOSPC)``, as a full
@@ -48,6 +49,9 @@ _loss = TwoStageDetector.loss
 
 def _faulty_loss(self, *args, **kwargs):
     losses = _loss(self, *args, **kwargs)
+    rank = os.environ.get('MMFISH_FAULT_RANK')
+    if rank is not None and rank != os.environ.get('RANK', '0'):
+        return losses
     step = MessageHub.get_current_instance().get_info('iter', 0) + 1
     time.sleep(float(os.environ.get('MMFISH_SLOW_ITER_S', '0')))
     if step in _iters('MMFISH_NAN_LOSS_ITERS'):

@@ -10,6 +10,7 @@ on the tiny config through ``tools/train.py`` with faults injected by
 import glob
 import os
 import os.path as osp
+import socket
 from types import SimpleNamespace
 from typing import Callable, Dict
 
@@ -23,6 +24,12 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmfish.engine.hooks import NonFiniteStepHook, NonFiniteTrainingError
 from mmfish.engine.optimizers import PartialAmpOptimWrapper
 from mmfish.testing import ROOT, TINY_CONFIG
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
 
 
 class _Toy(nn.Module):
@@ -247,3 +254,44 @@ def test_every_mmfish_config_has_the_hook() -> None:
         != 'NonFiniteStepHook'
     ]
     assert not missing, f'configs without NonFiniteStepHook: {missing}'
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_a_nan_loss_of_one(
+    tmp_path, tiny_shapes: str, data_opts: Callable, run_tool: Callable
+) -> None:
+    """tools/dist_train.sh, 2 processes (gloo): a NaN loss at iteration 2 and a NaN gradient at 4,
+    on rank 1 only. Both processes skip both steps (no gradient all-reduce waits for a process
+    that skipped its backward pass), and the run ends normally."""
+    config = str(tmp_path / 'faults.py')
+    with open(config, 'w') as f:
+        f.write(
+            f'_base_ = {TINY_CONFIG!r}\n'
+            "custom_imports = dict(imports=['mmfish', 'inject_faults'])\n"
+        )
+    work = str(tmp_path / 'work')
+    env = {
+        'PYTHONPATH': os.pathsep.join([osp.join(ROOT, 'tests', 'data'), ROOT]),
+        'MMFISH_FAULT_RANK': '1',
+        'MMFISH_NAN_LOSS_ITERS': '2',
+        'MMFISH_NAN_GRAD_ITERS': '4',
+        'PORT': _free_port(),
+    }
+    proc = run_tool(
+        'dist_train.sh', config, '2', '--work-dir', work, '--cfg-options', *data_opts(tiny_shapes),
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.by_epoch=False', env=env, timeout=300,
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'Iteration 2: non-finite loss (loss_bbox (rank 1)=nan); optimizer step skipped' in log
+    assert 'Iteration 4: non-finite gradient (' in log
+
+    def weights(step: int) -> dict:
+        return torch.load(osp.join(work, f'iter_{step}.pth'))['state_dict']
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(weights(1), weights(2)) and same(weights(3), weights(4))
+    assert not same(weights(2), weights(3)) and not same(weights(4), weights(5))

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.dist import get_world_size
+from mmengine.dist import all_gather_object, get_world_size
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
@@ -206,10 +206,15 @@ class NonFiniteStepHook(Hook):
                 for k, v in (outputs or {}).items()
                 if 'loss' in k and k != 'loss' and not _is_finite(v)
             }
+            if get_world_size() > 1:  # every process skipped: name the losses of all
+                gathered = all_gather_object(bad)
+                bad = {
+                    f'{k} (rank {rank})': v
+                    for rank, losses in enumerate(gathered)
+                    for k, v in losses.items()
+                }
             what = 'non-finite loss' + (
-                ' (' + ', '.join(f'{k}={v}' for k, v in bad.items()) + ')'
-                if bad
-                else ' (on another process)'
+                ' (' + ', '.join(f'{k}={v}' for k, v in bad.items()) + ')' if bad else ''
             )
         else:
             what = 'non-finite gradient' + (
