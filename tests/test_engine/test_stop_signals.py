@@ -18,7 +18,7 @@ from typing import Callable, Dict, List
 import pytest
 import torch
 
-from mmfish.engine.hooks import INTERRUPTED_EXIT_CODE
+from mmfish.engine.hooks import INTERRUPTED_EXIT_CODE, FaultTolerantCheckpointHook
 from mmfish.testing import ROOT, TINY_CONFIG
 
 
@@ -97,3 +97,26 @@ def test_ctrl_c_saves_and_exits_130_then_twice_aborts(
     )
     with open(osp.join(work, 'last_checkpoint')) as f:
         assert f.read().strip() == saved
+
+
+def test_a_signal_outside_the_training_loop_goes_to_the_previous_handler() -> None:
+    """Training that ended with an exception skips ``after_train``: the hook's handlers are still
+    installed, and pass a later Ctrl-C on (a notebook's or pytest's own handling stays intact)."""
+    hook = FaultTolerantCheckpointHook(interval=1)
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        hook._loop_code = _not_running.__code__  # the loop's code, on no frame of this stack
+        hook._previous_handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
+        signal.signal(signal.SIGINT, hook._on_stop_signal)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs at the next bytecode
+        assert received == [signal.SIGINT]
+        assert hook._signal_received == 0  # no checkpoint asked for
+        assert signal.getsignal(signal.SIGINT) != hook._on_stop_signal  # the old one is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _not_running() -> None:
+    """Stands for the training loop's ``run``."""

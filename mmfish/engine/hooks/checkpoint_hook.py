@@ -106,6 +106,7 @@ class FaultTolerantCheckpointHook(CheckpointHook):
         self._signal_received = 0  # the number of the signal to stop on, 0 for none
         self._previous_handlers: Dict[int, Any] = {}
         self._pid = os.getpid()
+        self._loop_code: Any = None
         self._gathered_states: Optional[List[Dict[str, Any]]] = None
 
     # ---------------------------------------------------------------------------- run lifecycle
@@ -133,6 +134,9 @@ class FaultTolerantCheckpointHook(CheckpointHook):
             )
         if threading.current_thread() is threading.main_thread():
             self._pid = os.getpid()  # data-loading workers forked later inherit the handlers
+            # The training loop's code: a signal that arrives outside it (training ended with an
+            # exception, which skips after_train) goes to the handler that was there before.
+            self._loop_code = getattr(type(loop).run, '__code__', None)
             if self.save_on_sigterm:
                 self._previous_handlers[signal.SIGTERM] = signal.signal(
                     signal.SIGTERM, self._on_stop_signal
@@ -154,6 +158,9 @@ class FaultTolerantCheckpointHook(CheckpointHook):
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid:
             return  # a data-loading worker: the main process stops the run
+        if not self._in_training(frame):
+            self._pass_on(signum, frame)
+            return
         if signum == signal.SIGINT:
             if self._signal_received == signal.SIGINT:
                 # the second Ctrl-C: abort now (KeyboardInterrupt), without a checkpoint
@@ -169,6 +176,25 @@ class FaultTolerantCheckpointHook(CheckpointHook):
                 pass
         # SIGTERM wins over SIGINT: the scheduler has to see a preemption as one
         self._signal_received = max(self._signal_received, int(signum))
+
+    def _in_training(self, frame: Any) -> bool:
+        """Whether the training loop is running in the frame a signal interrupted."""
+        if self._loop_code is None:
+            return True
+        while frame is not None:
+            if frame.f_code is self._loop_code:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _pass_on(self, signum: int, frame: Any) -> None:
+        """Put the handlers back as they were and give them the signal."""
+        previous = self._previous_handlers.get(signum, signal.SIG_DFL)
+        self._restore_handlers()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         super().after_train_iter(runner, batch_idx, data_batch, outputs)
