@@ -361,7 +361,7 @@ class FaultTolerantCheckpointHook(CheckpointHook):
             kept = 'no earlier checkpoint exists'
         raise CheckpointWriteError(
             f'could not write the checkpoint {path}: {failure}; nothing was left half-written '
-            f'and {kept}. Free space in {self.out_dir} (or give another --work-dir) and continue '
+            f'and {kept}. Free space in {self.out_dir} and continue '
             f'with {tool_command("train.py")} ... --resume'
         ) from error
 
