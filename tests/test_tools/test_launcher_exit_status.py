@@ -130,6 +130,9 @@ def test_dist_train_sh_stopped_exits_with_the_workers_status(
     assert len(saved) == 1, saved
     name = 'SIGTERM' if sig == signal.SIGTERM else 'Ctrl-C (SIGINT)'
     assert f'{name} received: checkpoint of iteration' in log
+    if sig == signal.SIGINT:  # one notice, from rank 0, saying what a second Ctrl-C does
+        assert log.count('Ctrl-C: finishing this iteration') == 1
+        assert 'Ctrl-C again makes torchrun stop the processes with SIGTERM (status 75)' in log
     with open(osp.join(work, 'last_checkpoint')) as f:
         assert f.read().strip() == saved[0]
     step = int(osp.basename(saved[0])[len('iter_') : -len('.pth')])

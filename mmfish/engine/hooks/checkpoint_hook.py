@@ -166,12 +166,17 @@ class FaultTolerantCheckpointHook(CheckpointHook):
                 # the second Ctrl-C: abort now (KeyboardInterrupt), without a checkpoint
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt
+            if 'TORCHELASTIC_RUN_ID' in os.environ:  # torchrun passes a second one as SIGTERM
+                again = 'Ctrl-C again makes torchrun stop the processes with SIGTERM (status 75)'
+            else:
+                again = 'Ctrl-C again aborts at once without saving'
             message = (
                 '\nCtrl-C: finishing this iteration, then saving a checkpoint and exiting '
-                f'(status {INTERRUPTED_EXIT_CODE}); Ctrl-C again aborts at once without saving\n'
+                f'(status {INTERRUPTED_EXIT_CODE}); {again}\n'
             )
             try:  # unbuffered: the handler may run inside a write to sys.stderr
-                os.write(sys.stderr.fileno(), message.encode())
+                if get_rank() == 0:
+                    os.write(sys.stderr.fileno(), message.encode())
             except (OSError, ValueError):
                 pass
         # SIGTERM wins over SIGINT: the scheduler has to see a preemption as one
