@@ -136,7 +136,7 @@ class FaultTolerantCheckpointHook(CheckpointHook):
             self._pid = os.getpid()  # data-loading workers forked later inherit the handlers
             # The training loop's code: a signal that arrives outside it (training ended with an
             # exception, which skips after_train) goes to the handler that was there before.
-            self._loop_code = getattr(type(loop).run, '__code__', None)
+            self._loop_code = getattr(getattr(type(loop), 'run', None), '__code__', None)
             if self.save_on_sigterm:
                 self._previous_handlers[signal.SIGTERM] = signal.signal(
                     signal.SIGTERM, self._on_stop_signal
