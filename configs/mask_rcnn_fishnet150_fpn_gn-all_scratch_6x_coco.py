@@ -9,5 +9,8 @@ _base_ = [
 ]
 model = dict(backbone=_base_.fishnet_scratch_backbone, neck=_base_.fishnet_neck)
 optim_wrapper = dict(clip_grad=_base_.fishnet_clip_grad)
-default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)  # keeps mmdet's max_keep_ckpts=3
+default_hooks = dict(
+    checkpoint=_base_.fishnet_checkpoint,  # keeps mmdet's max_keep_ckpts=3
+    non_finite=_base_.fishnet_non_finite,
+)
 train_cfg = dict(type=_base_.fishnet_train_loop)

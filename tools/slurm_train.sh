@@ -17,6 +17,12 @@
 # process stops after the same iteration (they agree after each one) and the job ends with 75.
 # A job ended that way on purpose (`scancel --signal=TERM JOBID`) is not requeued by Slurm; a
 # batch script can do it with `[ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"`.
+#
+# Exit status: train.py's (75 preempted, 130 Ctrl-C, 1 a stop on an error, 2 a bad input). srun
+# reports the highest status of its tasks, and a task that --kill-on-bad-exit killed counts as
+# 128 + its signal; the tasks also write their status to ./.mmfish-exit-status.* (in the
+# directory the script runs in, which every node must see, as the work dir; named by
+# MMFISH_EXIT_STATUS_FILE) and this script exits with it.
 usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 case "${1:-}" in -h | --help) usage; exit 0 ;; esac
 if [[ $# -lt 4 ]]; then usage >&2; exit 2; fi
@@ -33,6 +39,10 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 PY_ARGS=${@:5}
 PYTHON=${PYTHON:-python}
 
+MMFISH_EXIT_STATUS_FILE=$(mktemp "${PWD}/.mmfish-exit-status.XXXXXX")
+export MMFISH_EXIT_STATUS_FILE
+trap 'rm -f "$MMFISH_EXIT_STATUS_FILE"' EXIT
+
 PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
 srun -p "${PARTITION}" \
     --job-name="${JOB_NAME}" \
@@ -43,3 +53,8 @@ srun -p "${PARTITION}" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
     "$PYTHON" -u "$(dirname "$0")/train.py" "${CONFIG}" --work-dir="${WORK_DIR}" --launcher="slurm" ${PY_ARGS}
+STATUS=$?
+if [[ $STATUS -ne 0 && -s $MMFISH_EXIT_STATUS_FILE ]]; then
+    STATUS=$(head -n 1 "$MMFISH_EXIT_STATUS_FILE")
+fi
+exit "$STATUS"

@@ -40,7 +40,7 @@ from mmfish.datasets.data_checks import check_coco_annotations
 from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import cpu_autocast
 from mmfish.engine.runner.dist import setup_cpu_distributed
-from mmfish.utils.cli import CliError, add_debug_argument, run_cli
+from mmfish.utils.cli import CliError, add_debug_argument, read_config, run_cli
 from mmfish.utils.mim import resolve_config
 from mmfish.utils.paths import checkpoint_exists
 
@@ -189,10 +189,8 @@ def main() -> None:
     args = parse_args()
     args.config = resolve_config(args.config)  # mmfish::NAME (or mmdet::...) -> its file
     check_args(args)
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
 
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

@@ -55,4 +55,9 @@ fishnet_clip_grad = dict(max_norm=35, norm_type=2)
 # `train_cfg = dict(type=_base_.fishnet_train_loop)` (mmdet's names are not redefined here:
 # mmengine refuses a key that two bases both define).
 fishnet_checkpoint = dict(type='FaultTolerantCheckpointHook')
+# Optimizer steps whose loss or gradient is NaN or inf are skipped (weights unchanged), logged with
+# the losses at fault; 20 in a row stop the run (docs/training.md, "Non-finite steps"). Configs
+# take it as `default_hooks = dict(non_finite=_base_.fishnet_non_finite)`; opt out with
+# --cfg-options default_hooks.non_finite=None.
+fishnet_non_finite = dict(type='NonFiniteStepHook', max_consecutive=20)
 fishnet_train_loop = 'ResumableEpochBasedTrainLoop'

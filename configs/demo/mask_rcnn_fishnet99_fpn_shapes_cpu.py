@@ -121,6 +121,8 @@ auto_scale_lr = dict(enable=False, base_batch_size=4)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(type='FaultTolerantCheckpointHook', interval=1, max_keep_ckpts=3),
+    # NaN / inf steps skipped, 20 in a row stop the run (docs/training.md, "Non-finite steps")
+    non_finite=dict(type='NonFiniteStepHook', max_consecutive=20),
 )
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0, deterministic=False)

@@ -11,5 +11,5 @@ model = dict(
     neck=dict(in_channels=_base_.fishnet_out_channels, num_outs=3),
     decode_head=dict(in_channels=[256] * 3, in_index=[0, 1, 2], feature_strides=[4, 8, 16]),
 )
-default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)
+default_hooks = dict(checkpoint=_base_.fishnet_checkpoint, non_finite=_base_.fishnet_non_finite)
 train_cfg = dict(type=_base_.fishnet_train_loop)

@@ -13,5 +13,5 @@ model = dict(
     # on the stride-16 feature, as mmseg's ResNet configs put it on C4
     auxiliary_head=dict(in_channels=768, in_index=2),
 )
-default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)
+default_hooks = dict(checkpoint=_base_.fishnet_checkpoint, non_finite=_base_.fishnet_non_finite)
 train_cfg = dict(type=_base_.fishnet_train_loop)

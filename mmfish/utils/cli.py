@@ -6,21 +6,26 @@ errors, whose messages already name the file and the fix), for anything the user
 missing file, a bad argument, a config that cannot do what was asked. :func:`run_cli` prints such
 an error as ``<tool>: error: <message>`` on stderr and exits with status 2, the status argparse
 gives a bad argument; ``--debug`` on the command line or ``MMFISH_DEBUG=1`` in the environment
-lets the exception and its traceback through instead. Anything else (a bug, an error inside
-mmdet) keeps its traceback.
+lets the exception and its traceback through instead. A
+:class:`~mmfish.utils.errors.TrainingStopped` (training ended on purpose, its checkpoints kept) is
+reported the same way, as ``<tool>: stopped: <message>``, with exit status 1. Anything else (a
+bug, an error inside mmdet) keeps its traceback.
 """
 
 import argparse
 import os
 import os.path as osp
 import sys
-from typing import Callable, Tuple, Type
+from typing import Callable, Optional, Tuple, Type
 
-from mmfish.utils.errors import UserInputError
+from mmengine.config import Config
+
+from mmfish.utils.errors import TrainingStopped, UserInputError
 
 DEBUG_ENV = 'MMFISH_DEBUG'
 DEBUG_FLAG = '--debug'
 EXIT_USAGE = 2
+EXIT_STOPPED = 1  # a TrainingStopped: the run ended on purpose, its checkpoints kept
 
 
 class CliError(UserInputError):
@@ -70,6 +75,22 @@ def _file_message(error: FileNotFoundError) -> str:
     return f'{error.strerror or "no such file"}: {path}{where}'
 
 
+def read_config(path: str, options: Optional[dict]) -> Config:
+    """The config at ``path`` with ``--cfg-options`` merged; one that cannot be read (a syntax
+    error, a base it cannot inherit from, a bad option) is a :class:`CliError`."""
+    try:
+        cfg = Config.fromfile(path)
+        if options is not None:
+            cfg.merge_from_dict(options)
+    except user_errors():
+        raise
+    except Exception as error:
+        raise CliError(
+            f'the config {path} cannot be read: {type(error).__name__}: {error}'
+        ) from error
+    return cfg
+
+
 def run_cli(main: Callable[[], None]) -> None:
     """Run a tool's ``main``; report a user error as one line on stderr and exit with status 2.
 
@@ -84,3 +105,6 @@ def run_cli(main: Callable[[], None]) -> None:
     except user_errors() as error:
         print(f'{prog}: error: {one_line(error)} {debug_hint()}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except TrainingStopped as error:
+        print(f'{prog}: stopped: {one_line(error)} {debug_hint()}', file=sys.stderr)
+        sys.exit(EXIT_STOPPED)

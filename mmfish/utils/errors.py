@@ -16,6 +16,14 @@ class UserInputError(ValueError):
     """A problem with the user's input; the message names it and the fix."""
 
 
+class TrainingStopped(Exception):
+    """Training stopped on purpose, its work kept on disk; the message says why and what next.
+
+    Raised by the training hooks (too many non-finite steps, a checkpoint that could not be
+    written); :func:`mmfish.utils.cli.run_cli` reports it as one line and exits with status 1.
+    """
+
+
 def listing(items: Iterable[object], limit: int, noun: str = '') -> str:
     """How many ``items`` there are and the first ``limit`` of them, for an error message.
 
@@ -34,4 +42,4 @@ def listing(items: Iterable[object], limit: int, noun: str = '') -> str:
     return f'{len(items)}{what} ({shown}{more})'
 
 
-__all__ = ['UserInputError', 'listing']
+__all__ = ['TrainingStopped', 'UserInputError', 'listing']

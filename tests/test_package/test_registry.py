@@ -23,6 +23,7 @@ from mmfish import registry
 from mmfish.engine import (
     CPUAmpOptimWrapper,
     FaultTolerantCheckpointHook,
+    NonFiniteStepHook,
     PartialAmpOptimWrapper,
     ResumableEpochBasedTrainLoop,
     ResumableIterBasedTrainLoop,
@@ -38,6 +39,7 @@ REGISTERED = {
     ('MODELS', 'FishNet'): FishNet,
     ('MODELS', 'CPUSyncBN'): CPUSyncBatchNorm,
     ('HOOKS', 'FaultTolerantCheckpointHook'): FaultTolerantCheckpointHook,
+    ('HOOKS', 'NonFiniteStepHook'): NonFiniteStepHook,
     ('LOOPS', 'ResumableEpochBasedTrainLoop'): ResumableEpochBasedTrainLoop,
     ('LOOPS', 'ResumableIterBasedTrainLoop'): ResumableIterBasedTrainLoop,
     ('OPTIM_WRAPPERS', 'CPUAmpOptimWrapper'): CPUAmpOptimWrapper,

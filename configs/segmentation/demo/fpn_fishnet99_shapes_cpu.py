@@ -124,6 +124,8 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='FaultTolerantCheckpointHook', by_epoch=False, interval=max_iters),
+    # NaN / inf steps skipped, 20 in a row stop the run (docs/training.md, "Non-finite steps")
+    non_finite=dict(type='NonFiniteStepHook', max_consecutive=20),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # GT (left) beside the prediction (right) for every 5th val batch, at each evaluation, under
     # <work_dir>/<timestamp>/vis_data/vis_image/

@@ -33,6 +33,7 @@ from mmfish.utils.errors import UserInputError, listing
 from mmfish.utils.mim import config_reference
 
 from .variants import (
+    ARCH_SETTINGS,
     CONVERTER,
     NO_PUBLISHED_WEIGHTS,
     PUBLISHED_WEIGHTS,
@@ -51,7 +52,19 @@ _FISHNET_UNIT_RE = re.compile(r'^(stem|bridge|score|(tail|body|head)\.[0-2]|out_
 
 
 class PretrainedMismatchError(UserInputError):
-    """A ``Pretrained`` checkpoint does not fit the FishNet that would load it."""
+    """A ``Pretrained`` checkpoint does not fit the FishNet that would load it.
+
+    Attributes:
+        model_variant: The model's variant (None for a custom arch).
+        file_variant: The variant the file holds, when known (its meta or its block counts).
+    """
+
+    def __init__(
+        self, message: str, model_variant: Optional[str] = None, file_variant: Optional[str] = None
+    ) -> None:
+        super().__init__(message)
+        self.model_variant = model_variant
+        self.file_variant = file_variant
 
 
 class LoadTarget(NamedTuple):
@@ -77,17 +90,34 @@ def variant_weights(arch: Optional[str]) -> List[ImageNetWeights]:
     return [w for w in PUBLISHED_WEIGHTS if w.arch == arch]
 
 
-def how_to_get_weights(arch: Optional[str], path: str) -> str:
+def variant_named_by(path: str, arch: Optional[str]) -> Optional[str]:
+    """The variant other than ``arch`` whose name the file name of ``path`` contains, if any
+    (``checkpoints/fishnet99_in1k_mmfish.pth`` names ``fishnet99``)."""
+    name = os.path.basename(path).lower()
+    for variant in sorted(ARCH_SETTINGS, key=len, reverse=True):
+        if variant != arch and variant in name:
+            return variant
+    return None
+
+
+def how_to_get_weights(arch: Optional[str], path: str, file_variant: Optional[str] = None) -> str:
     """What to convert (and with which command) to get ImageNet weights of ``arch`` at ``path``.
+
+    When ``path`` holds or names another variant's weights (``file_variant``, or its file name),
+    the command writes to the file name the configs expect for ``arch`` instead, and says to point
+    the config at it: a FishNet-150 file is never written under a FishNet-99 name.
 
     Args:
         arch: A variant name, or None for a custom arch.
         path: Where the model looks for the converted file.
+        file_variant: The variant the file at ``path`` holds, when known.
     """
+    other = file_variant if file_variant not in (None, arch) else variant_named_by(path, arch)
+    dest = path if other is None else f'checkpoints/{arch}_in1k_mmfish.pth'
     weights = variant_weights(arch)
     if not weights:
         if arch in NO_PUBLISHED_WEIGHTS:
-            return NO_PUBLISHED_WEIGHTS[arch].format(path=path)
+            return NO_PUBLISHED_WEIGHTS[arch].format(path=dest)
         return (
             'No ImageNet weights are published for a custom arch: load a checkpoint of your own '
             'training of the same arch.'
@@ -95,10 +125,13 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
     named = [w for w in weights if os.path.basename(w.converted) == os.path.basename(path)]
     first = named[0] if named else weights[0]  # the file this path names, else the strongest
     others = [w for w in weights if w is not first]
+    if other is not None:
+        dest = first.converted
     text = (
         f'Convert {first.file} ({first.source}, {first.top1}% ImageNet top-1'
         + ('; the file this path names' if named else '')
-        + f'): `{CONVERTER} {first.file} {path} --arch {arch}`.'
+        + f'): `{CONVERTER} {first.file} {dest} --arch {arch}`'
+        + (f', and set model.backbone.init_cfg.checkpoint={dest}.' if dest != path else '.')
     )
     if others:
         listed = '; '.join(
@@ -107,6 +140,17 @@ def how_to_get_weights(arch: Optional[str], path: str) -> str:
             for w in others
         )
         text += f' Other published {arch} files: {listed} (docs/weights.md).'
+    return text
+
+
+def how_to_use_file(file_variant: str) -> str:
+    """How to train from weights of ``file_variant``: its configs, or its arch in yours."""
+    text = (
+        f'train a {file_variant} config (e.g. '
+        f'{config_reference(f"mask_rcnn_{file_variant}_fpn_1x_coco.py")})'
+    )
+    if file_variant in ARCH_SETTINGS:  # the named variants share FishNet-150's channels
+        text += f' or set model.backbone.arch={file_variant} in yours'
     return text
 
 
@@ -135,8 +179,15 @@ def how_to_train_from_scratch(target: LoadTarget) -> str:
 
 def missing_checkpoint_message(target: LoadTarget, path: str) -> str:
     """Why a missing ``Pretrained`` file stops training, and how to make it."""
+    named = variant_named_by(path, target.variant)
+    wrong_name = (
+        f'Its name is that of a {named} file: to fine-tune {named}, {how_to_use_file(named)}. '
+        f'For {target.variant} weights: '
+        if named
+        else ''
+    )
     return (
-        f'FishNet pretrained checkpoint {path!r} not found (cwd: {os.getcwd()}). '
+        f'FishNet pretrained checkpoint {path!r} not found (cwd: {os.getcwd()}). {wrong_name}'
         f'{how_to_get_weights(target.variant, path)} {how_to_train_from_scratch(target)}'
     )
 
@@ -278,13 +329,20 @@ def check_pretrained(
         )
     else:
         consequence = 'Loaded, it would leave part of the backbone at its random initialisation.'
-        fix = f'{how_to_get_weights(variant, path)} {how_to_train_from_scratch(target)}'
+        fix = f'{how_to_get_weights(variant, path, holds)} {how_to_train_from_scratch(target)}'
+        if holds is not None and holds != variant:
+            fix = (
+                f'to fine-tune {holds} from this file, {how_to_use_file(holds)}. To train '
+                f'{variant or "this arch"} instead: {fix}'
+            )
     raise PretrainedMismatchError(
         f'{model_name} refuses the Pretrained checkpoint {path!r}: {what}. {consequence} Keys '
         + ('; '.join(details) if details else 'match')
         + '. '
         + ''.join(hint + ' ' for hint in hints)
-        + f'Fix: {fix}'
+        + f'Fix: {fix}',
+        model_variant=variant,
+        file_variant=holds,
     )
 
 
@@ -295,5 +353,7 @@ __all__ = [
     'check_pretrained',
     'how_to_get_weights',
     'how_to_train_from_scratch',
+    'how_to_use_file',
     'missing_checkpoint_message',
+    'variant_named_by',
 ]
