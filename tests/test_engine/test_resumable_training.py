@@ -233,7 +233,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> 
     # max_keep_ckpts=1, and mmengine's hook would have deleted iter_4.pth before writing.
     files = sorted(os.listdir(work))
     assert 'iter_4.pth' in files and 'iter_8.pth' not in files
-    assert any(name.startswith(TMP_MARK) for name in files)  # the half-written file
+    assert not any(name.startswith(TMP_MARK) for name in files)  # the partial file is removed
     with open(osp.join(work, 'last_checkpoint')) as f:
         assert torch.load(f.read().strip())['meta']['iter'] == 4
 
