@@ -36,10 +36,12 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
+from mmfish.datasets.cls_checks import check_cls_data
 from mmfish.datasets.data_checks import check_coco_annotations
 from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import cpu_autocast
 from mmfish.engine.runner.dist import setup_cpu_distributed
+from mmfish.models.backbones.model_checkpoint import check_model_checkpoint
 from mmfish.utils.cli import CliError, add_debug_argument, read_config, run_cli
 from mmfish.utils.mim import resolve_config
 from mmfish.utils.paths import checkpoint_exists
@@ -211,7 +213,9 @@ def main() -> None:
 
     check_coco_annotations(cfg, ('test_dataloader',), ('test_evaluator',))
     check_seg_data(cfg, ('test_dataloader',))
+    check_cls_data(cfg, ('test_dataloader',))
     check_checkpoint(args.checkpoint)  # still before the runner writes anything
+    check_model_checkpoint(cfg, args.checkpoint, args.config)  # of the config's FishNet variant
     setup_cpu_distributed(cfg)  # gloo, CPU DDP and BN for SyncBN when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:

@@ -36,12 +36,14 @@ from mmengine.registry import MODELS, RUNNERS, DefaultScope
 from mmengine.runner import Runner
 
 import mmfish  # noqa: F401  (registers FishNet; lets torch >= 2.6 load mmengine checkpoints)
+from mmfish.datasets.cls_checks import check_cls_data
 from mmfish.datasets.data_checks import check_coco_annotations
 from mmfish.datasets.seg_checks import check_seg_data
 from mmfish.engine.optimizers.amp import configure_amp
 from mmfish.engine.runner.dist import setup_cpu_distributed
 from mmfish.models.backbones.fishnet import FishNet
 from mmfish.models.backbones.fishnet_pretrained import PretrainedMismatchError
+from mmfish.models.backbones.model_checkpoint import check_model_checkpoint
 from mmfish.utils.cli import CliError, add_debug_argument, read_config, run_cli, user_errors
 from mmfish.utils.io import write_text_atomically
 from mmfish.utils.mim import config_reference, resolve_config
@@ -166,7 +168,10 @@ def main() -> None:
 
     check_coco_annotations(cfg)  # bad data fails here, naming the file, before any run
     check_seg_data(cfg)  # the same for segmentation label maps
+    check_cls_data(cfg)  # and for classification image folders
     check_model(cfg, args.config)  # the model's settings and its ImageNet weights
+    if cfg.get('load_from'):  # a whole model's checkpoint: of the config's FishNet variant
+        check_model_checkpoint(cfg, cfg.load_from, args.config)
     setup_cpu_distributed(cfg)  # gloo, CPU DDP and BN for SyncBN when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
