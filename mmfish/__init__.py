@@ -1,10 +1,11 @@
 """mmfish: the FishNet backbone for MMDetection 3.x (and MMSegmentation 1.x).
 
-Importing mmfish registers its modules in mmfish's, MMDetection's and, when mmseg is installed,
-MMSegmentation's registries (:mod:`mmfish.registry`; configs load it with
-``custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)``) and lets torch >= 2.6
-load mmengine checkpoints safely (see :mod:`mmfish.engine.runner.checkpoint_compat`), and teaches
-mmengine's ``Config`` the ``mmfish::`` prefix, so that a config's ``_base_`` may name
+Importing mmfish registers its modules in mmfish's, MMDetection's and, when they are installed,
+MMSegmentation's and MMPretrain's registries, and FishNet's timm models (:mod:`mmfish.registry`;
+configs load it with ``custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)``)
+and lets torch >= 2.6 load mmengine checkpoints safely (see
+:mod:`mmfish.engine.runner.checkpoint_compat`), and teaches mmengine's ``Config`` the ``mmfish::``
+prefix, so that a config's ``_base_`` may name
 ``mmfish::mask_rcnn_fishnet150_fpn_1x_coco.py`` (see :mod:`mmfish.utils.mim`).
 """
 
@@ -33,5 +34,6 @@ from . import (  # noqa: E402  (FishNet in mmdet's and mmseg's MODELS; hooks, lo
     engine,
     models,
 )
+from .datasets import lighting  # noqa: E402,F401  (FishNetLighting in the toolboxes' TRANSFORMS)
 
 __all__ = ['__version__', 'engine', 'models']

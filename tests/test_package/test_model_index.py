@@ -17,7 +17,11 @@ from mmengine.config import Config
 from mmfish.testing import ROOT
 from mmfish.utils import mim
 
-METAFILES = ['configs/metafile.yml', 'configs/segmentation/metafile.yml']
+METAFILES = [
+    'configs/metafile.yml',
+    'configs/segmentation/metafile.yml',
+    'configs/classification/metafile.yml',
+]
 FIGURES = ('Parameters', 'FLOPs')
 
 
@@ -48,8 +52,10 @@ def test_every_config_is_indexed_once_and_every_entry_names_a_config():
 
 def test_each_family_lists_its_own_folder():
     for metafile, model in indexed_models():
-        segmentation = model['Config'].startswith('configs/segmentation/')
-        assert segmentation == (metafile == 'configs/segmentation/metafile.yml'), model['Name']
+        folder = model['Config'].split('/')[1]
+        family = folder if folder in ('segmentation', 'classification') else None
+        expected = f'configs/{family}/metafile.yml' if family else 'configs/metafile.yml'
+        assert metafile == expected, model['Name']
 
 
 def test_entries_are_in_mmdets_format():

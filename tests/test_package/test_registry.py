@@ -20,6 +20,7 @@ from mmengine.registry import (
 from torch.utils.data import DataLoader
 
 from mmfish import registry
+from mmfish.datasets.lighting import FishNetLighting
 from mmfish.engine import (
     CPUAmpOptimWrapper,
     FaultTolerantCheckpointHook,
@@ -29,6 +30,7 @@ from mmfish.engine import (
     ResumableIterBasedTrainLoop,
 )
 from mmfish.models import CPUSyncBatchNorm, FishNet
+from mmfish.models.classification import FishNetClsHead
 from mmfish.testing import tiny_arch
 
 mmseg_registry = pytest.importorskip('mmseg.registry')
@@ -44,6 +46,8 @@ REGISTERED = {
     ('LOOPS', 'ResumableIterBasedTrainLoop'): ResumableIterBasedTrainLoop,
     ('OPTIM_WRAPPERS', 'CPUAmpOptimWrapper'): CPUAmpOptimWrapper,
     ('OPTIM_WRAPPERS', 'PartialAmpOptimWrapper'): PartialAmpOptimWrapper,
+    ('MODELS', 'FishNetClsHead'): FishNetClsHead,
+    ('TRANSFORMS', 'FishNetLighting'): FishNetLighting,
 }
 
 
@@ -115,7 +119,7 @@ def test_another_toolbox_is_one_name_in_toolboxes(monkeypatch):
     monkeypatch.setattr(registry, 'TOOLBOXES', (*registry.TOOLBOXES, 'mmfaketoolbox'))
     monkeypatch.setitem(sys.modules, 'mmnotinstalled', None)  # import raises ImportError
     monkeypatch.setattr(registry, 'TOOLBOXES', (*registry.TOOLBOXES, 'mmnotinstalled'))
-    assert registry.served_toolboxes() == ['mmdet', 'mmseg', 'mmfaketoolbox']
+    assert registry.served_toolboxes() == ['mmdet', 'mmseg', 'mmpretrain', 'mmfaketoolbox']
 
     class ProbeHook:
         pass

@@ -3,8 +3,9 @@
     python tools/dev/model_index.py
 
 Every config under ``configs/`` but the ``_base_`` folders is one model of
-``configs/metafile.yml`` (detection) or ``configs/segmentation/metafile.yml`` (segmentation),
-named after its file. Read from the config: the collection (the detector or the decode head), the
+``configs/metafile.yml`` (detection), ``configs/segmentation/metafile.yml`` (segmentation) or
+``configs/classification/metafile.yml`` (classification), named after its file. Read from the
+config: the collection (the detector, the decode head, or FishNet's own classifier), the
 backbone, the training data, the schedule and the ImageNet weights file its backbone starts from
 (``init_cfg.checkpoint``, the converted file the config expects). Measured on the built model,
 with random weights, on the CPU:
@@ -14,7 +15,8 @@ with random weights, on the CPU:
   ``get_flops.py``), batch 1. Detection: backbone + neck on an 800x1216 image (the heads' cost
   depends on the proposals a random model makes; ``tools/analysis_tools/collect_results.py``
   counts the same); segmentation: the whole inference forward (backbone, neck, decode head) on
-  the config's training crop (``crop_size``; the demo: its ``image_size``).
+  the config's training crop (``crop_size``; the demo: its ``image_size``); classification: the
+  whole forward to the logits at 224x224 (the demo: its ``image_size``).
 
 No Results: a model gets them when someone runs its config on its dataset and adds them.
 """
@@ -43,6 +45,8 @@ import mmfish  # noqa: E402,F401  (FishNet in mmdet's and mmseg's registries)
 MODEL_INDEX = 'model-index.yml'
 DETECTION = 'configs/metafile.yml'
 SEGMENTATION = 'configs/segmentation/metafile.yml'
+CLASSIFICATION = 'configs/classification/metafile.yml'
+CLASSIFICATION_FLOPS_SIZE = 224
 DETECTION_FLOPS_SHAPE = (800, 1216)
 
 COLLECTIONS = {
@@ -56,6 +60,7 @@ COLLECTIONS = {
     'UPerNet': dict(
         paper='https://arxiv.org/abs/1807.10221', architecture=['Pyramid Pooling Module', 'FPN']
     ),
+    'FishNet': dict(paper='https://arxiv.org/abs/1901.03495', architecture=['Score Head']),
 }
 DETECTORS = {'FasterRCNN': 'Faster R-CNN', 'MaskRCNN': 'Mask R-CNN'}
 DECODE_HEADS = {'FPNHead': 'Semantic FPN', 'UPerHead': 'UPerNet'}
@@ -64,6 +69,8 @@ DATASETS = {
     'CityscapesDataset': 'Cityscapes',
     'ADE20KDataset': 'ADE20K',
     'BaseSegDataset': 'shapes (generated)',
+    'ImageNet': 'ImageNet-1k',
+    'CustomDataset': 'shapes (generated)',
 }
 HEADER = (
     "mmfish {what} configs, in MMDetection's metafile format (gathered by model-index.yml). "
@@ -90,6 +97,16 @@ def is_segmentation(config: str) -> bool:
     return config.startswith('configs/segmentation/')
 
 
+def is_classification(config: str) -> bool:
+    return config.startswith('configs/classification/')
+
+
+def metafile(config: str) -> str:
+    if is_segmentation(config):
+        return SEGMENTATION
+    return CLASSIFICATION if is_classification(config) else DETECTION
+
+
 def imagenet_weights(backbone: dict) -> Optional[str]:
     """The checkpoint of the backbone's ``Pretrained`` init, None from scratch."""
     init = backbone.get('init_cfg') or {}
@@ -97,6 +114,9 @@ def imagenet_weights(backbone: dict) -> Optional[str]:
 
 
 def flops_shape(cfg: Config, config: str) -> Tuple[int, int]:
+    if is_classification(config):
+        size = cfg.get('image_size', CLASSIFICATION_FLOPS_SIZE)
+        return size, size
     if not is_segmentation(config):
         return DETECTION_FLOPS_SHAPE
     size = cfg.get('crop_size') or cfg.get('image_size')
@@ -109,6 +129,9 @@ def describe(config: str, cfg: Config) -> dict:
     if is_segmentation(config):
         collection = DECODE_HEADS[model.decode_head.type]
         what = 'whole inference forward'
+    elif is_classification(config):
+        collection = 'FishNet'
+        what = 'whole forward (logits)'
     else:
         collection = DETECTORS[model.type]
         what = 'backbone + neck'
@@ -146,6 +169,11 @@ def measure(config: str, cfg: Config) -> Tuple[int, int]:
     height, width = flops_shape(cfg, config)
     if is_segmentation(config):
         from mmseg.registry import MODELS
+
+        model = MODELS.build(cfg.model)
+        counted = model
+    elif is_classification(config):
+        from mmpretrain.registry import MODELS
 
         model = MODELS.build(cfg.model)
         counted = model
@@ -204,7 +232,7 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__.split('\n\n')[0]).parse_args()
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     torch.manual_seed(0)
-    metafiles: Dict[str, List[dict]] = {DETECTION: [], SEGMENTATION: []}
+    metafiles: Dict[str, List[dict]] = {DETECTION: [], SEGMENTATION: [], CLASSIFICATION: []}
     for config in config_files():
         cfg = Config.fromfile(osp.join(ROOT, config))
         entry = describe(config, cfg)
@@ -212,15 +240,18 @@ def main() -> None:
         entry['Metadata']['Parameters'] = params
         entry['Metadata']['FLOPs'] = flops
         print(f'{config}: {params / 1e6:.2f} M parameters, {flops / 1e9:.1f} GFLOPs', flush=True)
-        metafiles[SEGMENTATION if is_segmentation(config) else DETECTION].append(entry)
+        metafiles[metafile(config)].append(entry)
     write(DETECTION, 'detection', 'backbone + neck', metafiles[DETECTION])
     write(SEGMENTATION, 'segmentation', 'the whole inference forward', metafiles[SEGMENTATION])
+    write(CLASSIFICATION, 'classification', 'the whole forward', metafiles[CLASSIFICATION])
     with open(osp.join(ROOT, MODEL_INDEX), 'w', encoding='utf-8') as f:
         f.write(
             '# The model index of mmfish (read by mmfish::NAME and OpenMMLab MIM): one metafile\n'
             '# per config family. Written by python tools/dev/model_index.py.\n'
         )
-        f.write(yaml.safe_dump({'Import': [DETECTION, SEGMENTATION]}, sort_keys=False))
+        f.write(
+            yaml.safe_dump({'Import': [DETECTION, SEGMENTATION, CLASSIFICATION]}, sort_keys=False)
+        )
     print(f'wrote {MODEL_INDEX}')
 
 

@@ -5,6 +5,7 @@ _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmfish'], allow_failed_imports=False)
 
 classes = ('circle', 'rectangle', 'triangle')
+image_size = 64  # tools/demo_cls.py generates the images at this size
 model = dict(
     type='ImageClassifier',
     backbone=dict(type='FishNet', arch='fishnet99', out_indices=(10,), out_norm=False),

@@ -31,8 +31,8 @@ fishnet_out_channels = [320, 512, 768]
 # and resume"): checkpoints written atomically, with the random states and the data loader's
 # position, and on SIGTERM (exit status 75); a resumed run continues on the uninterrupted run's
 # data and random path (each sample's augmentation seeded from (seed, epoch, index): the loop's
-# default seeded_augmentation=True; bad samples skipped and reported, up to max_bad_samples). Configs take them as
-# `default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)` and
+# default seeded_augmentation=True; bad samples skipped and reported, up to max_bad_samples).
+# Configs take them as `default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)` and
 # `train_cfg = dict(type=_base_.fishnet_train_loop)` (mmseg's iteration settings are kept).
 fishnet_checkpoint = dict(type='FaultTolerantCheckpointHook')
 # Optimizer steps whose loss or gradient is NaN or inf are skipped (weights unchanged), logged with

@@ -10,10 +10,6 @@ import importlib.util
 __all__ = []
 
 if importlib.util.find_spec('mmpretrain') is not None:
-    from mmfish.datasets import (
-        lighting,  # noqa: F401  (FishNetLighting, in mmpretrain's TRANSFORMS)
-    )
-
     from .cls_head import FishNetClsHead  # noqa: F401
 
     __all__ += ['FishNetClsHead']
