@@ -61,7 +61,9 @@ def main() -> None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir
 
-    data = generate_shapes_cls(cfg.data_root.rstrip('/'), image_size=cfg.image_size)
+    data = generate_shapes_cls(
+        cfg.data_root.rstrip('/'), cfg.num_train, cfg.num_val, image_size=cfg.image_size
+    )
     print(f'dataset: {json.dumps(data["images"])}', flush=True)
 
     runner = Runner.from_cfg(cfg)
