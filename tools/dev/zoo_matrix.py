@@ -1,0 +1,319 @@
+"""The compatibility matrix of docs/zoo.md: FishNet in place of ResNet in every model family that
+the installed mmdet and mmseg ship, one training step each on the CPU.
+
+    python tools/dev/zoo_matrix.py                       # print the table
+    python tools/dev/zoo_matrix.py --write docs/zoo.md   # and put it in the page
+
+A family is a folder of the toolbox's ``.mim/configs``; its config is the first of the folder
+(:func:`family_configs`: ResNet-50 names first, then ResNet-18/34/101, shorter names first)
+whose backbone is a ResNet; folders without one are left out. For each, side by side:
+
+- **ResNet**: the config as shipped, one training step;
+- **FishNet**: :func:`mmfish.zoo.swap.swap_backbone` with FishNet-99 and no ImageNet start, the
+  config it writes read back, one training step.
+
+A step: build the model, run its data preprocessor on a batch of two random images
+(mmdet: one image of 256 px from ``mmdet.testing.demo_mm_inputs``, with boxes, masks and a
+semantic map; mmseg: two of 128 px with label maps, through mmseg's data preprocessor), the loss, its backward; it works when
+the loss is finite and the backbone got a gradient. Both run as one CPU process would: SyncBN as
+BN, no pretrained weights loaded. The result of a family: **works** (FishNet's step works),
+**fails** (ResNet's works and FishNet's does not: why), **n-a** (ResNet's own step cannot run
+here: why). The table between the markers of docs/zoo.md is what this writes;
+``tests/test_zoo/test_zoo_matrix.py`` checks it.
+"""
+
+import argparse
+import gc
+import glob
+import math
+import os
+import os.path as osp
+import re
+import sys
+import time
+import warnings
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import DefaultScope
+
+from mmfish.utils.cli import CliError, add_debug_argument, run_cli
+from mmfish.utils.io import write_text_atomically
+from mmfish.zoo.swap import RESNET_TYPES, SwapError, backbone_type, config_reference, swap_backbone
+
+TOOLBOXES = ('mmdet', 'mmseg')
+ARCH = 'fishnet99'
+DET_SIZE = 256
+SEG_SIZE = 128
+BEGIN = '<!-- zoo-matrix:begin (tools/dev/zoo_matrix.py --write docs/zoo.md) -->'
+END = '<!-- zoo-matrix:end -->'
+REASON_CHARS = 110
+
+
+class Row(NamedTuple):
+    """One family's result."""
+
+    toolbox: str
+    family: str
+    config: str
+    result: str  # 'works', 'fails', 'n-a'
+    why: str
+    seconds: float  # both steps; printed, not written into the page
+
+    def cells(self) -> str:
+        return f'| {self.toolbox} | {self.family} | `{self.config}` | {self.result} | {self.why} |'
+
+
+def configs_root(toolbox: str) -> str:
+    """The toolbox's installed configs (``<package>/.mim/configs``)."""
+    package = __import__(toolbox)
+    return osp.join(osp.dirname(package.__file__), '.mim', 'configs')
+
+
+def _model_of(cfg: Config) -> Optional[dict]:
+    model = cfg.get('model')
+    if (
+        isinstance(model, dict)
+        and 'backbone' not in model
+        and isinstance(model.get('detector'), dict)
+    ):
+        model = model['detector']
+    return model if isinstance(model, dict) else None
+
+
+def _preference(path: str) -> Tuple[int, int, str]:
+    name = osp.basename(path)
+    rank = 0 if 'r50' in name else 1 if re.search(r'r(18|34|101)', name) else 2
+    return rank, len(name), name
+
+
+def family_configs(toolbox: str) -> List[Tuple[str, str]]:
+    """``(folder, config path)`` of each family folder that has a ResNet config."""
+    root = configs_root(toolbox)
+    found = []
+    for folder in sorted(os.listdir(root)):
+        if folder.startswith('_') or not osp.isdir(osp.join(root, folder)):
+            continue
+        for path in sorted(glob.glob(osp.join(root, folder, '*.py')), key=_preference):
+            try:
+                model = _model_of(Config.fromfile(path))
+            except Exception:  # a config that does not even read is not a candidate
+                continue
+            backbone = model.get('backbone') if model else None
+            if isinstance(backbone, dict) and backbone_type(backbone) in RESNET_TYPES:
+                found.append((folder, path))
+                break
+    return found
+
+
+# --------------------------------------------------------------------------------- one step
+def _as_one_process(value):
+    """SyncBN as BN, recursively (one CPU process has no process group)."""
+    if isinstance(value, dict):
+        out = {k: _as_one_process(v) for k, v in value.items()}
+        if out.get('type') in ('SyncBN', 'MMSyncBN', 'TorchSyncBN', 'CPUSyncBN'):
+            out['type'] = 'BN'
+        return out
+    if isinstance(value, list):
+        return [_as_one_process(v) for v in value]
+    return value
+
+
+def _num_classes(value, found: Optional[List[int]] = None) -> List[int]:
+    found = [] if found is None else found
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if key in ('num_classes', 'num_things_classes') and isinstance(v, int) and v > 0:
+                found.append(v)
+            _num_classes(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _num_classes(v, found)
+    return found
+
+
+def _model_cfg(cfg: Config, toolbox: str) -> ConfigDict:
+    model = ConfigDict(_as_one_process(cfg.to_dict()['model']))
+    inner = model['detector'] if 'backbone' not in model and 'detector' in model else model
+    inner.pop('pretrained', None)
+    if backbone_type(inner['backbone']) != 'FishNet':
+        inner['backbone'].pop('init_cfg', None)  # the ResNet's ImageNet file: not loaded here
+    preprocessor = inner.get('data_preprocessor') or {}
+    if toolbox == 'mmseg' and preprocessor.get('size') is not None:
+        preprocessor['size'] = (SEG_SIZE, SEG_SIZE)
+    return model
+
+
+def _det_batch(num_classes: int) -> dict:
+    from mmdet.testing import demo_mm_inputs
+
+    return demo_mm_inputs(
+        batch_size=1,
+        image_shapes=[(3, DET_SIZE, DET_SIZE)],
+        num_items=[3],
+        num_classes=num_classes,
+        with_mask=True,
+        with_semantic=True,
+    )
+
+
+def _seg_batch(num_classes: int) -> dict:
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    generator = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(2):
+        inputs.append(
+            torch.randint(0, 256, (3, SEG_SIZE, SEG_SIZE), dtype=torch.uint8, generator=generator)
+        )
+        shape = (SEG_SIZE, SEG_SIZE)
+        sample = SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape))
+        labels = torch.randint(0, num_classes, (1, *shape), generator=generator)
+        sample.gt_sem_seg = PixelData(data=labels)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def train_step(cfg: Config, toolbox: str) -> None:
+    """One training step of the config's model on a random batch; raises on any failure."""
+    registry = __import__(f'{toolbox}.registry', fromlist=['MODELS']).MODELS
+    model_cfg = _model_cfg(cfg, toolbox)
+    classes = _num_classes(model_cfg)
+    num_classes = min(classes) if classes else 10
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope(toolbox):
+        model = registry.build(model_cfg)
+        model.train()
+        batch = _det_batch(num_classes) if toolbox == 'mmdet' else _seg_batch(num_classes)
+        data = model.data_preprocessor(batch, True)
+        losses = model(**data, mode='loss')
+        loss, _ = model.parse_losses(losses)
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f'the loss is {loss.item()}')
+    loss.backward()
+    backbone = getattr(model, 'backbone', None) or model.detector.backbone
+    if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters()):
+        raise RuntimeError('the backbone got no gradient')
+
+
+def _why(error: BaseException) -> str:
+    """The error as one short table cell: its type and first line, without memory addresses."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[0] if lines else ''
+    message = re.sub(r'0x[0-9a-f]+', '0x...', message).replace('|', '/').replace('`', "'")
+    text = f'{type(error).__name__}: {message}' if message else type(error).__name__
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3].rstrip() + '...'
+
+
+def _attempt(step) -> Optional[str]:
+    try:
+        step()
+    except Exception as error:  # the table says why
+        return _why(error)
+    finally:
+        gc.collect()
+    return None
+
+
+def run_family(toolbox: str, family: str, path: str) -> Row:
+    """ResNet's step, then FishNet's: the family's row."""
+    start = time.perf_counter()
+    config = osp.relpath(path, configs_root(toolbox))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        cfg = Config.fromfile(path)
+        failed = _attempt(lambda: train_step(cfg, toolbox))
+        if failed is not None:
+            result, why = 'n-a', f'ResNet: {failed}'
+        else:
+            try:
+                swapped = swap_backbone(cfg, config_reference(path), ARCH, checkpoint=None).config()
+            except SwapError as error:
+                failed = _why(error)
+            else:
+                failed = _attempt(lambda: train_step(swapped, toolbox))
+            result, why = ('works', '') if failed is None else ('fails', failed)
+    return Row(toolbox, family, config, result, why, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------- the table
+def counts(rows: Sequence[Row]) -> Dict[str, Dict[str, int]]:
+    """Per toolbox: how many families work, fail, are n-a."""
+    out: Dict[str, Dict[str, int]] = {}
+    for row in rows:
+        tally = out.setdefault(row.toolbox, {'works': 0, 'fails': 0, 'n-a': 0})
+        tally[row.result] += 1
+    return out
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The Markdown the page holds between its markers: the counts, then one row a family."""
+    lines = []
+    for toolbox, tally in counts(rows).items():
+        total = sum(tally.values())
+        lines.append(
+            f'- {toolbox}: {total} families; FishNet **works in {tally["works"]}**, fails in '
+            f'{tally["fails"]}, n-a in {tally["n-a"]} (ResNet itself does not train here)'
+        )
+    lines += ['', '| toolbox | family | config | FishNet | why |', '|---|---|---|---|---|']
+    lines += [row.cells() for row in rows]
+    return '\n'.join(lines)
+
+
+def page_table(page: str) -> str:
+    """The generated part of docs/zoo.md (between the markers)."""
+    if BEGIN not in page or END not in page:
+        raise CliError(f'the page has no matrix markers: add the lines {BEGIN} and {END}')
+    return page.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+
+
+def with_table(page: str, generated: str) -> str:
+    head, rest = page.split(BEGIN, 1)
+    return f'{head}{BEGIN}\n{generated}\n{END}{rest.split(END, 1)[1]}'
+
+
+def run(toolboxes: Sequence[str], families: Optional[Sequence[str]] = None, log=print) -> List[Row]:
+    """The matrix's rows (optionally only the named family folders)."""
+    rows = []
+    for toolbox in toolboxes:
+        for family, path in family_configs(toolbox):
+            if families and family not in families:
+                continue
+            row = run_family(toolbox, family, path)
+            log(f'{row.toolbox} {row.family}: {row.result} {row.why} ({row.seconds:.1f} s)')
+            rows.append(row)
+    return rows
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--toolbox', choices=TOOLBOXES, action='append', help='(default: both)')
+    parser.add_argument('--family', action='append', help='only this family folder (repeatable)')
+    parser.add_argument('--write', metavar='PAGE', help='replace the table in this page')
+    add_debug_argument(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.write and args.family:
+        raise CliError('--write needs the whole matrix: drop --family')
+    if args.write and not osp.isfile(args.write):
+        raise CliError(f'--write {args.write}: no such page')
+    start = time.perf_counter()
+    rows = run(args.toolbox or TOOLBOXES, args.family)
+    generated = table(rows)
+    print(generated)
+    print(f'matrix run: {time.perf_counter() - start:.0f} s')
+    if args.write:
+        with open(args.write, encoding='utf-8') as f:
+            page = f.read()
+        page_table(page)
+        write_text_atomically(args.write, with_table(page, generated))
+
+
+if __name__ == '__main__':
+    os.environ.setdefault('OMP_NUM_THREADS', '2')
+    sys.exit(run_cli(main))
