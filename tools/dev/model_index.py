@@ -56,9 +56,39 @@ COLLECTIONS = {
     'UPerNet': dict(
         paper='https://arxiv.org/abs/1807.10221', architecture=['Pyramid Pooling Module', 'FPN']
     ),
+    # the other model families (docs/zoo.md)
+    'RetinaNet': dict(paper='https://arxiv.org/abs/1708.02002', architecture=['FPN', 'Focal Loss']),
+    'FCOS': dict(
+        paper='https://arxiv.org/abs/1904.01355', architecture=['FPN', 'Group Normalization']
+    ),
+    'Cascade Mask R-CNN': dict(
+        paper='https://arxiv.org/abs/1906.09756', architecture=['RPN', 'FPN', 'RoIAlign']
+    ),
+    'DINO': dict(paper='https://arxiv.org/abs/2203.03605', architecture=['Deformable DETR']),
+    'Mask2Former': dict(
+        paper='https://arxiv.org/abs/2112.01527', architecture=['Multi-Scale Deformable Attention']
+    ),
+    'PSPNet': dict(
+        paper='https://arxiv.org/abs/1612.01105', architecture=['Pyramid Pooling Module']
+    ),
+    'DeepLabV3+': dict(paper='https://arxiv.org/abs/1802.02611', architecture=['ASPP']),
 }
-DETECTORS = {'FasterRCNN': 'Faster R-CNN', 'MaskRCNN': 'Mask R-CNN'}
-DECODE_HEADS = {'FPNHead': 'Semantic FPN', 'UPerHead': 'UPerNet'}
+DETECTORS = {
+    'FasterRCNN': 'Faster R-CNN',
+    'MaskRCNN': 'Mask R-CNN',
+    'RetinaNet': 'RetinaNet',
+    'FCOS': 'FCOS',
+    'CascadeRCNN': 'Cascade Mask R-CNN',
+    'DINO': 'DINO',
+    'Mask2Former': 'Mask2Former',
+}
+DECODE_HEADS = {
+    'FPNHead': 'Semantic FPN',
+    'UPerHead': 'UPerNet',
+    'PSPHead': 'PSPNet',
+    'DepthwiseSeparableASPPHead': 'DeepLabV3+',
+    'Mask2FormerHead': 'Mask2Former',
+}
 DATASETS = {
     'CocoDataset': 'COCO',
     'CityscapesDataset': 'Cityscapes',

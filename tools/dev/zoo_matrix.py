@@ -3,6 +3,7 @@ the installed mmdet and mmseg ship, one training step each on the CPU.
 
     python tools/dev/zoo_matrix.py                       # print the table
     python tools/dev/zoo_matrix.py --write docs/zoo.md   # and put it in the page
+    python tools/dev/zoo_matrix.py --jobs 2 --family retinanet --family fastfcn
 
 A family is a folder of the toolbox's ``.mim/configs``; its config is the first of the folder
 (:func:`family_configs`: ResNet-50 names first, then ResNet-18/34/101, shorter names first)
@@ -12,20 +13,21 @@ whose backbone is a ResNet; folders without one are left out. For each, side by 
 - **FishNet**: :func:`mmfish.zoo.swap.swap_backbone` with FishNet-99 and no ImageNet start, the
   config it writes read back, one training step.
 
-A step: build the model, run its data preprocessor on a batch of two random images
+A step: build the model, run its data preprocessor on a batch of random images
 (mmdet: one image of 256 px from ``mmdet.testing.demo_mm_inputs``, with boxes, masks and a
-semantic map; mmseg: two of 128 px with label maps, through mmseg's data preprocessor), the loss, its backward; it works when
-the loss is finite and the backbone got a gradient. Both run as one CPU process would: SyncBN as
-BN, no pretrained weights loaded. The result of a family: **works** (FishNet's step works),
-**fails** (ResNet's works and FishNet's does not: why), **n-a** (ResNet's own step cannot run
-here: why). The table between the markers of docs/zoo.md is what this writes;
-``tests/test_zoo/test_zoo_matrix.py`` checks it.
+semantic map; mmseg: two of 128 px with label maps, through mmseg's data preprocessor), the
+loss, its backward; it works when the loss is finite and the backbone got a gradient. Both run
+as one CPU process would: SyncBN as BN, no pretrained weights loaded. The result of a family:
+**works** (FishNet's step works), **fails** (ResNet's works and FishNet's does not: why),
+**n-a** (ResNet's own step cannot run here: why). The table between the markers of
+docs/zoo.md is what this writes; ``tests/test_zoo/test_zoo_matrix.py`` checks it.
 """
 
 import argparse
 import gc
 import glob
 import math
+import multiprocessing
 import os
 import os.path as osp
 import re
@@ -148,14 +150,17 @@ def _model_cfg(cfg: Config, toolbox: str) -> ConfigDict:
 def _det_batch(num_classes: int) -> dict:
     from mmdet.testing import demo_mm_inputs
 
-    return demo_mm_inputs(
+    batch = demo_mm_inputs(
         batch_size=1,
         image_shapes=[(3, DET_SIZE, DET_SIZE)],
         num_items=[3],
-        num_classes=num_classes,
+        num_classes=max(num_classes, 2),  # it draws labels in [1, num_classes)
         with_mask=True,
         with_semantic=True,
     )
+    for sample in batch['data_samples']:  # one-class datasets (CrowdHuman, WIDER FACE)
+        sample.gt_instances.labels = sample.gt_instances.labels.clamp(max=num_classes - 1)
+    return batch
 
 
 def _seg_batch(num_classes: int) -> dict:
@@ -176,16 +181,24 @@ def _seg_batch(num_classes: int) -> dict:
     return dict(inputs=inputs, data_samples=samples)
 
 
-def train_step(cfg: Config, toolbox: str) -> None:
-    """One training step of the config's model on a random batch; raises on any failure."""
+def build_model(cfg: Config, toolbox: str) -> torch.nn.Module:
+    """The config's model as one CPU process runs it (SyncBN as BN, no ResNet weights),
+    initialised as the recipe initialises it."""
     registry = __import__(f'{toolbox}.registry', fromlist=['MODELS']).MODELS
-    model_cfg = _model_cfg(cfg, toolbox)
-    classes = _num_classes(model_cfg)
-    num_classes = min(classes) if classes else 10
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope(toolbox):
-        model = registry.build(model_cfg)
-        model.train()
+        model = registry.build(_model_cfg(cfg, toolbox))
+        model.init_weights()  # the recipe's initialisation (focal-loss priors, ...)
+    return model
+
+
+def step(model: torch.nn.Module, cfg: Config, toolbox: str) -> float:
+    """One training step (loss, backward) on a random batch; the loss. Raises on a failure."""
+    classes = _num_classes(cfg.to_dict()['model'])
+    num_classes = min(classes) if classes else 10
+    torch.manual_seed(0)
+    model.train()
+    with DefaultScope.overwrite_default_scope(toolbox):
         batch = _det_batch(num_classes) if toolbox == 'mmdet' else _seg_batch(num_classes)
         data = model.data_preprocessor(batch, True)
         losses = model(**data, mode='loss')
@@ -196,6 +209,12 @@ def train_step(cfg: Config, toolbox: str) -> None:
     backbone = getattr(model, 'backbone', None) or model.detector.backbone
     if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters()):
         raise RuntimeError('the backbone got no gradient')
+    return loss.item()
+
+
+def train_step(cfg: Config, toolbox: str) -> None:
+    """Build the config's model and run one training step; raises on any failure."""
+    step(build_model(cfg, toolbox), cfg, toolbox)
 
 
 def _why(error: BaseException) -> str:
@@ -203,6 +222,7 @@ def _why(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     message = lines[0] if lines else ''
     message = re.sub(r'0x[0-9a-f]+', '0x...', message).replace('|', '/').replace('`', "'")
+    message = ' '.join(message.split())
     text = f'{type(error).__name__}: {message}' if message else type(error).__name__
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3].rstrip() + '...'
 
@@ -274,16 +294,40 @@ def with_table(page: str, generated: str) -> str:
     return f'{head}{BEGIN}\n{generated}\n{END}{rest.split(END, 1)[1]}'
 
 
-def run(toolboxes: Sequence[str], families: Optional[Sequence[str]] = None, log=print) -> List[Row]:
-    """The matrix's rows (optionally only the named family folders)."""
+def _run_task(task: Tuple[str, str, str, int]) -> Row:
+    toolbox, family, path, threads = task
+    torch.set_num_threads(threads)
+    return run_family(toolbox, family, path)
+
+
+def run(
+    toolboxes: Sequence[str],
+    families: Optional[Sequence[str]] = None,
+    jobs: int = 1,
+    log=print,
+) -> List[Row]:
+    """The matrix's rows (optionally only the named family folders), ``jobs`` families at a
+    time (each in its own process, one thread each, when more than one)."""
+    tasks = [
+        (toolbox, family, path, 1 if jobs > 1 else torch.get_num_threads())
+        for toolbox in toolboxes
+        for family, path in family_configs(toolbox)
+        if not families or family in families
+    ]
+    if jobs > 1:
+        pool = multiprocessing.get_context('spawn').Pool(jobs)
+        results = pool.imap(_run_task, tasks)
+    else:
+        pool, results = None, map(_run_task, tasks)
     rows = []
-    for toolbox in toolboxes:
-        for family, path in family_configs(toolbox):
-            if families and family not in families:
-                continue
-            row = run_family(toolbox, family, path)
+    try:
+        for row in results:
             log(f'{row.toolbox} {row.family}: {row.result} {row.why} ({row.seconds:.1f} s)')
             rows.append(row)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     return rows
 
 
@@ -292,6 +336,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--toolbox', choices=TOOLBOXES, action='append', help='(default: both)')
     parser.add_argument('--family', action='append', help='only this family folder (repeatable)')
     parser.add_argument('--write', metavar='PAGE', help='replace the table in this page')
+    parser.add_argument(
+        '--jobs', type=int, default=1, help='families run at a time, one process each (default 1)'
+    )
     add_debug_argument(parser)
     return parser.parse_args(argv)
 
@@ -303,9 +350,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.write and not osp.isfile(args.write):
         raise CliError(f'--write {args.write}: no such page')
     start = time.perf_counter()
-    rows = run(args.toolbox or TOOLBOXES, args.family)
+    rows = run(args.toolbox or TOOLBOXES, args.family, args.jobs)
     generated = table(rows)
-    print(generated)
+    print(generated, flush=True)
     print(f'matrix run: {time.perf_counter() - start:.0f} s')
     if args.write:
         with open(args.write, encoding='utf-8') as f:
