@@ -14,7 +14,8 @@ with random weights, on the CPU:
   ``get_flops.py``), batch 1. Detection: backbone + neck on an 800x1216 image (the heads' cost
   depends on the proposals a random model makes; ``tools/analysis_tools/collect_results.py``
   counts the same); segmentation: the whole inference forward (backbone, neck, decode head) on
-  the config's training crop (``crop_size``; the demo: its ``image_size``).
+  the config's training crop (``crop_size``; the demo: its ``image_size``), but backbone + neck
+  for Mask2Former, whose decode head needs the data samples.
 
 No Results: a model gets them when someone runs its config on its dataset and adds them.
 """
@@ -89,6 +90,9 @@ DECODE_HEADS = {
     'DepthwiseSeparableASPPHead': 'DeepLabV3+',
     'Mask2FormerHead': 'Mask2Former',
 }
+# decode heads whose forward takes the data samples: their segmentors' FLOPs are counted on the
+# backbone and neck
+SEG_HEADS_NEEDING_SAMPLES = ('Mask2FormerHead',)
 DATASETS = {
     'CocoDataset': 'COCO',
     'CityscapesDataset': 'Cityscapes',
@@ -126,6 +130,12 @@ def imagenet_weights(backbone: dict) -> Optional[str]:
     return init.get('checkpoint') if init.get('type') == 'Pretrained' else None
 
 
+def counts_features_only(cfg: Config) -> bool:
+    """Whether a segmentor's FLOPs are its backbone's and neck's only: a decode head whose
+    forward needs the data samples (Mask2Former's) cannot be run on an image alone."""
+    return cfg.model.decode_head.type in SEG_HEADS_NEEDING_SAMPLES
+
+
 def flops_shape(cfg: Config, config: str) -> Tuple[int, int]:
     if not is_segmentation(config):
         return DETECTION_FLOPS_SHAPE
@@ -138,7 +148,7 @@ def describe(config: str, cfg: Config) -> dict:
     model = cfg.model
     if is_segmentation(config):
         collection = DECODE_HEADS[model.decode_head.type]
-        what = 'whole inference forward'
+        what = 'backbone + neck' if counts_features_only(cfg) else 'whole inference forward'
     else:
         collection = DETECTORS[model.type]
         what = 'backbone + neck'
@@ -178,7 +188,7 @@ def measure(config: str, cfg: Config) -> Tuple[int, int]:
         from mmseg.registry import MODELS
 
         model = MODELS.build(cfg.model)
-        counted = model
+        counted = FeatureExtractor(model) if counts_features_only(cfg) else model
     else:
         from mmdet.registry import MODELS
 
@@ -244,7 +254,13 @@ def main() -> None:
         print(f'{config}: {params / 1e6:.2f} M parameters, {flops / 1e9:.1f} GFLOPs', flush=True)
         metafiles[SEGMENTATION if is_segmentation(config) else DETECTION].append(entry)
     write(DETECTION, 'detection', 'backbone + neck', metafiles[DETECTION])
-    write(SEGMENTATION, 'segmentation', 'the whole inference forward', metafiles[SEGMENTATION])
+    write(
+        SEGMENTATION,
+        'segmentation',
+        'the whole inference forward (Mask2Former: backbone + neck, its head needs the data '
+        'samples)',
+        metafiles[SEGMENTATION],
+    )
     with open(osp.join(ROOT, MODEL_INDEX), 'w', encoding='utf-8') as f:
         f.write(
             '# The model index of mmfish (read by mmfish::NAME and OpenMMLab MIM): one metafile\n'

@@ -7,25 +7,26 @@ the installed mmdet and mmseg ship, one training step each on the CPU.
 
 A family is a folder of the toolbox's ``.mim/configs``; its config is the first of the folder
 (:func:`family_configs`: ResNet-50 names first, then ResNet-18/34/101, shorter names first)
-whose backbone is a ResNet; folders without one are left out. For each, side by side:
+whose backbone is a ResNet; folders without one are left out. For each:
 
-- **ResNet**: the config as shipped, one training step;
 - **FishNet**: :func:`mmfish.zoo.swap.swap_backbone` with FishNet-99 and no ImageNet start, the
-  config it writes read back, one training step.
+  config it writes read back, one training step;
+- **ResNet**, where FishNet's step fails: the config as shipped, one training step.
 
 A step: build the model, run its data preprocessor on a batch of random images
 (mmdet: one image of 256 px from ``mmdet.testing.demo_mm_inputs``, with boxes, masks and a
 semantic map; mmseg: two of 128 px with label maps, through mmseg's data preprocessor), the
 loss, its backward; it works when the loss is finite and the backbone got a gradient. Both run
 as one CPU process would: SyncBN as BN, no pretrained weights loaded. The result of a family:
-**works** (FishNet's step works), **fails** (ResNet's works and FishNet's does not: why),
-**n-a** (ResNet's own step cannot run here: why). The table between the markers of
+**works** (FishNet's step works), **fails** (FishNet's does not, ResNet's does: why), **n-a**
+(neither does: ResNet's own step cannot run here, why). The table between the markers of
 docs/zoo.md is what this writes; ``tests/test_zoo/test_zoo_matrix.py`` checks it.
 """
 
 import argparse
 import gc
 import glob
+import json
 import math
 import multiprocessing
 import os
@@ -237,24 +238,32 @@ def _attempt(step) -> Optional[str]:
     return None
 
 
+def _fishnet_step(cfg: Config, toolbox: str, path: str) -> Optional[str]:
+    """FishNet's step on the swapped config: None when it works, else why not."""
+    try:
+        swapped = swap_backbone(cfg, config_reference(path), ARCH, checkpoint=None).config()
+    except SwapError as error:
+        return _why(error)
+    return _attempt(lambda: train_step(swapped, toolbox))
+
+
 def run_family(toolbox: str, family: str, path: str) -> Row:
-    """ResNet's step, then FishNet's: the family's row."""
+    """The family's row: FishNet's step; where it fails, ResNet's says whether the family
+    trains here at all."""
     start = time.perf_counter()
     config = osp.relpath(path, configs_root(toolbox))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         cfg = Config.fromfile(path)
-        failed = _attempt(lambda: train_step(cfg, toolbox))
-        if failed is not None:
-            result, why = 'n-a', f'ResNet: {failed}'
+        failed = _fishnet_step(cfg, toolbox, path)
+        if failed is None:
+            result, why = 'works', ''
         else:
-            try:
-                swapped = swap_backbone(cfg, config_reference(path), ARCH, checkpoint=None).config()
-            except SwapError as error:
-                failed = _why(error)
+            resnet_failed = _attempt(lambda: train_step(cfg, toolbox))
+            if resnet_failed is not None:
+                result, why = 'n-a', f'ResNet: {resnet_failed}'
             else:
-                failed = _attempt(lambda: train_step(swapped, toolbox))
-            result, why = ('works', '') if failed is None else ('fails', failed)
+                result, why = 'fails', failed
     return Row(toolbox, family, config, result, why, time.perf_counter() - start)
 
 
@@ -300,35 +309,57 @@ def _run_task(task: Tuple[str, str, str, int]) -> Row:
     return run_family(toolbox, family, path)
 
 
+def read_cache(path: Optional[str]) -> Dict[Tuple[str, str, str], Row]:
+    """The rows a run wrote to ``--cache`` (JSON lines), by (toolbox, family, config)."""
+    rows: Dict[Tuple[str, str, str], Row] = {}
+    if path and osp.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            for line in f:
+                if line.strip():
+                    row = Row(*json.loads(line))
+                    rows[row[:3]] = row
+    return rows
+
+
 def run(
     toolboxes: Sequence[str],
     families: Optional[Sequence[str]] = None,
     jobs: int = 1,
     log=print,
+    cache: Optional[str] = None,
 ) -> List[Row]:
     """The matrix's rows (optionally only the named family folders), ``jobs`` families at a
-    time (each in its own process, one thread each, when more than one)."""
-    tasks = [
-        (toolbox, family, path, 1 if jobs > 1 else torch.get_num_threads())
-        for toolbox in toolboxes
-        for family, path in family_configs(toolbox)
-        if not families or family in families
-    ]
+    time (each in its own process, one thread each, when more than one). With ``cache``, the
+    rows found there are not run again, and each new row is appended to it as it comes."""
+    cached = read_cache(cache)
+    tasks, rows_at = [], {}
+    for toolbox in toolboxes:
+        for family, path in family_configs(toolbox):
+            if families and family not in families:
+                continue
+            key = (toolbox, family, osp.relpath(path, configs_root(toolbox)))
+            rows_at[key] = cached.get(key)
+            if key not in cached:
+                threads = 1 if jobs > 1 else torch.get_num_threads()
+                tasks.append((toolbox, family, path, threads))
     if jobs > 1:
-        pool = multiprocessing.get_context('spawn').Pool(jobs)
-        results = pool.imap(_run_task, tasks)
+        # fresh workers now and then: memory grows over a worker's models
+        pool = multiprocessing.get_context('spawn').Pool(jobs, maxtasksperchild=8)
+        results = pool.imap_unordered(_run_task, tasks)
     else:
         pool, results = None, map(_run_task, tasks)
-    rows = []
     try:
         for row in results:
             log(f'{row.toolbox} {row.family}: {row.result} {row.why} ({row.seconds:.1f} s)')
-            rows.append(row)
+            rows_at[row[:3]] = row
+            if cache:
+                with open(cache, 'a', encoding='utf-8') as f:
+                    f.write(json.dumps(list(row)) + '\n')
     finally:
         if pool is not None:
             pool.close()
             pool.join()
-    return rows
+    return list(rows_at.values())
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -338,6 +369,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--write', metavar='PAGE', help='replace the table in this page')
     parser.add_argument(
         '--jobs', type=int, default=1, help='families run at a time, one process each (default 1)'
+    )
+    parser.add_argument(
+        '--cache',
+        metavar='FILE',
+        help='JSON lines of rows: those in it are not run again, new ones are appended (resume '
+        'an interrupted run)',
     )
     add_debug_argument(parser)
     return parser.parse_args(argv)
@@ -350,7 +387,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.write and not osp.isfile(args.write):
         raise CliError(f'--write {args.write}: no such page')
     start = time.perf_counter()
-    rows = run(args.toolbox or TOOLBOXES, args.family, args.jobs)
+    rows = run(args.toolbox or TOOLBOXES, args.family, args.jobs, cache=args.cache)
     generated = table(rows)
     print(generated, flush=True)
     print(f'matrix run: {time.perf_counter() - start:.0f} s')
