@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 
 import torch
 from mmengine.config import Config
+from mmengine.config.utils import _get_package_and_cfg_path
 
 from mmfish.models.backbones.fishnet import NUM_FEATURES, FishNet
 from mmfish.models.backbones.variants import NO_PUBLISHED_WEIGHTS, PUBLISHED_WEIGHTS
@@ -175,9 +176,13 @@ def _frozen_stages(resnet_frozen: int, last: int) -> int:
 def _fishnet_backbone(
     resnet: Mapping, out_indices: Tuple[int, ...], arch: str, checkpoint: Optional[str]
 ) -> dict:
-    norm_cfg = dict(resnet.get('norm_cfg') or dict(type='BN', requires_grad=True))
-    norm_cfg.pop('_scope_', None)
-    if norm_cfg.get('type') == 'GN':
+    # The ResNet's norm layer and whether it trains; not its caffe-style settings (eps=0 for
+    # frozen statistics) nor its group count (GN: FishNet's 80, 208, 400 channels).
+    resnet_norm = resnet.get('norm_cfg') or dict(type='BN', requires_grad=True)
+    norm_cfg = dict(type=resnet_norm.get('type', 'BN'))
+    if 'requires_grad' in resnet_norm:
+        norm_cfg['requires_grad'] = resnet_norm['requires_grad']
+    if norm_cfg['type'] == 'GN':
         norm_cfg['num_groups'] = GN_GROUPS
     if checkpoint is None:
         # From scratch: nothing frozen, norms trained (FishNet's docstring, init_cfg).
@@ -581,8 +586,11 @@ def swap_backbone(
     for part in reversed(path[1:]):
         nested = {part: nested}
     written['model'] = nested
-    if toolbox == 'mmdet' and not (cfg.get('optim_wrapper') or {}).get('clip_grad'):
-        written['optim_wrapper'] = dict(clip_grad=dict(CLIP_GRAD))
+    optim_wrapper = cfg.get('optim_wrapper') or {}
+    if toolbox == 'mmdet' and not optim_wrapper.get('clip_grad'):
+        # clip_grad=None in the recipe is replaced, not merged into
+        replaced = {'_delete_': True} if 'clip_grad' in optim_wrapper else {}
+        written['optim_wrapper'] = dict(clip_grad=dict(replaced, **CLIP_GRAD))
     depth = resnet.get('depth')
     return Swap(
         base=base,
@@ -621,7 +629,7 @@ def _preprocessor_changes(preprocessor: Mapping, toolbox: str) -> Dict[str, Any]
 # ------------------------------------------------------------------------ reading and writing
 def config_reference(path: str) -> str:
     """How a config is named in ``_base_``: ``mmdet::x/y.py`` inside an installed toolbox's
-    ``.mim/configs``, else its absolute path."""
+    ``.mim/configs`` (where mmengine reads the name), else its absolute path."""
     if '::' in path:
         return path
     path = osp.realpath(path)
@@ -631,9 +639,19 @@ def config_reference(path: str) -> str:
         except ImportError:
             continue
         configs = osp.realpath(osp.join(osp.dirname(package.__file__), '.mim', 'configs'))
-        if path.startswith(configs + os.sep):
-            return f'{toolbox}::{osp.relpath(path, configs)}'
+        name = f'{toolbox}::{osp.relpath(path, configs)}'
+        if path.startswith(configs + os.sep) and _readable_name(name):
+            return name
     return path
+
+
+def _readable_name(name: str) -> bool:
+    """Whether mmengine reads ``pkg::NAME`` (it refuses folders such as ``gn+ws``)."""
+    try:
+        _get_package_and_cfg_path(name)
+    except ValueError:
+        return False
+    return True
 
 
 def load(config: str) -> Tuple[Config, str]:

@@ -27,6 +27,7 @@ import argparse
 import gc
 import glob
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -39,11 +40,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 from mmfish.utils.cli import CliError, add_debug_argument, run_cli
 from mmfish.utils.io import write_text_atomically
-from mmfish.zoo.swap import RESNET_TYPES, SwapError, backbone_type, config_reference, swap_backbone
+from mmfish.zoo.swap import RESNET_TYPES, backbone_type, config_reference, swap_backbone
 
 TOOLBOXES = ('mmdet', 'mmseg')
 ARCH = 'fishnet99'
@@ -242,7 +244,7 @@ def _fishnet_step(cfg: Config, toolbox: str, path: str) -> Optional[str]:
     """FishNet's step on the swapped config: None when it works, else why not."""
     try:
         swapped = swap_backbone(cfg, config_reference(path), ARCH, checkpoint=None).config()
-    except SwapError as error:
+    except Exception as error:  # SwapError, or a config the swap cannot even read
         return _why(error)
     return _attempt(lambda: train_step(swapped, toolbox))
 
@@ -306,7 +308,13 @@ def with_table(page: str, generated: str) -> str:
 def _run_task(task: Tuple[str, str, str, int]) -> Row:
     toolbox, family, path, threads = task
     torch.set_num_threads(threads)
-    return run_family(toolbox, family, path)
+    logging.getLogger().setLevel(logging.WARNING)
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # no init_weights report
+    try:
+        return run_family(toolbox, family, path)
+    except Exception as error:  # a row all the same: the config does not even read here
+        config = osp.relpath(path, configs_root(toolbox))
+        return Row(toolbox, family, config, 'n-a', f'config: {_why(error)}', 0.0)
 
 
 def read_cache(path: Optional[str]) -> Dict[Tuple[str, str, str], Row]:
