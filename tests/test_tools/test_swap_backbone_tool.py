@@ -7,8 +7,8 @@ from typing import Callable
 import pytest
 from mmengine.config import Config
 
-from mmfish.testing import import_tool
-from mmfish.zoo.swap import SwapError
+from mmfish.testing import ROOT, import_tool
+from mmfish.zoo.swap import SwapError, load, swap_backbone
 
 swap_tool = import_tool('misc', 'swap_backbone')
 RETINANET = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
@@ -71,3 +71,11 @@ def test_errors_are_one_line_with_the_key(run_tool: Callable, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and 'model.roi_head' in lines[0], proc.stderr[-2000:]
     assert not osp.exists(tmp_path / 'x.py')
+
+
+def test_the_docs_example_is_what_the_tool_writes():
+    with open(osp.join(ROOT, 'docs', 'zoo.md'), encoding='utf-8') as f:
+        page = f.read()
+    example = page.split('For the RetinaNet above:\n\n```\n', 1)[1].split('```', 1)[0]
+    cfg, reference = load(RETINANET)
+    assert example == swap_backbone(cfg, reference, 'fishnet150').text()
