@@ -32,6 +32,7 @@ CONSOLE_SCRIPTS = [
     'mmfish-train=mmfish.tools_entry:train',
     'mmfish-test=mmfish.tools_entry:test',
     'mmfish-convert=mmfish.tools_entry:convert',
+    'mmfish-swap=mmfish.tools_entry:swap',
 ]
 
 

@@ -1,9 +1,10 @@
-"""The console commands ``mmfish-train``, ``mmfish-test`` and ``mmfish-convert``.
+"""The console commands ``mmfish-train``, ``mmfish-test``, ``mmfish-convert`` and ``mmfish-swap``.
 
-Each runs its tool, ``tools/train.py``, ``tools/test.py`` or
-``tools/model_converters/fishnet2mmdet.py``, with the same arguments, found in the checkout or in
-the installed ``mmfish/.mim/tools`` (:mod:`mmfish.utils.mim`): ``mmfish-train CONFIG ...`` is
-``python tools/train.py CONFIG ...``. A config may be given as ``mmfish::NAME``
+Each runs its tool, ``tools/train.py``, ``tools/test.py``,
+``tools/model_converters/fishnet2mmdet.py`` or ``tools/misc/swap_backbone.py``, with the same
+arguments, found in the checkout or in the installed ``mmfish/.mim/tools``
+(:mod:`mmfish.utils.mim`): ``mmfish-train CONFIG ...`` is ``python tools/train.py CONFIG ...``.
+A config may be given as ``mmfish::NAME``
 (``mmfish-train mmfish::mask_rcnn_fishnet150_fpn_1x_coco.py``).
 """
 
@@ -52,3 +53,8 @@ def test() -> None:
 def convert() -> None:
     """``mmfish-convert``: ``tools/model_converters/fishnet2mmdet.py``."""
     run_tool('mmfish-convert')
+
+
+def swap() -> None:
+    """``mmfish-swap``: ``tools/misc/swap_backbone.py``."""
+    run_tool('mmfish-swap')

@@ -71,6 +71,7 @@ COMMANDS: Dict[str, str] = {
     'mmfish-train': 'train.py',
     'mmfish-test': 'test.py',
     'mmfish-convert': 'model_converters/fishnet2mmdet.py',
+    'mmfish-swap': 'misc/swap_backbone.py',
 }
 
 

@@ -15,8 +15,9 @@ with random weights, on the CPU:
   ``get_flops.py``), batch 1. Detection: backbone + neck on an 800x1216 image (the heads' cost
   depends on the proposals a random model makes; ``tools/analysis_tools/collect_results.py``
   counts the same); segmentation: the whole inference forward (backbone, neck, decode head) on
-  the config's training crop (``crop_size``; the demo: its ``image_size``); classification: the
-  whole forward to the logits at 224x224 (the demo: its ``image_size``).
+  the config's training crop (``crop_size``; the demo: its ``image_size``), but backbone + neck
+  for Mask2Former, whose decode head needs the data samples; classification: the whole forward
+  to the logits at 224x224 (the demo: its ``image_size``).
 
 No Results: a model gets them when someone runs its config on its dataset and adds them.
 """
@@ -60,10 +61,43 @@ COLLECTIONS = {
     'UPerNet': dict(
         paper='https://arxiv.org/abs/1807.10221', architecture=['Pyramid Pooling Module', 'FPN']
     ),
+    # the other model families (docs/zoo.md)
+    'RetinaNet': dict(paper='https://arxiv.org/abs/1708.02002', architecture=['FPN', 'Focal Loss']),
+    'FCOS': dict(
+        paper='https://arxiv.org/abs/1904.01355', architecture=['FPN', 'Group Normalization']
+    ),
+    'Cascade Mask R-CNN': dict(
+        paper='https://arxiv.org/abs/1906.09756', architecture=['RPN', 'FPN', 'RoIAlign']
+    ),
+    'DINO': dict(paper='https://arxiv.org/abs/2203.03605', architecture=['Deformable DETR']),
+    'Mask2Former': dict(
+        paper='https://arxiv.org/abs/2112.01527', architecture=['Multi-Scale Deformable Attention']
+    ),
+    'PSPNet': dict(
+        paper='https://arxiv.org/abs/1612.01105', architecture=['Pyramid Pooling Module']
+    ),
+    'DeepLabV3+': dict(paper='https://arxiv.org/abs/1802.02611', architecture=['ASPP']),
     'FishNet': dict(paper='https://arxiv.org/abs/1901.03495', architecture=['Score Head']),
 }
-DETECTORS = {'FasterRCNN': 'Faster R-CNN', 'MaskRCNN': 'Mask R-CNN'}
-DECODE_HEADS = {'FPNHead': 'Semantic FPN', 'UPerHead': 'UPerNet'}
+DETECTORS = {
+    'FasterRCNN': 'Faster R-CNN',
+    'MaskRCNN': 'Mask R-CNN',
+    'RetinaNet': 'RetinaNet',
+    'FCOS': 'FCOS',
+    'CascadeRCNN': 'Cascade Mask R-CNN',
+    'DINO': 'DINO',
+    'Mask2Former': 'Mask2Former',
+}
+DECODE_HEADS = {
+    'FPNHead': 'Semantic FPN',
+    'UPerHead': 'UPerNet',
+    'PSPHead': 'PSPNet',
+    'DepthwiseSeparableASPPHead': 'DeepLabV3+',
+    'Mask2FormerHead': 'Mask2Former',
+}
+# decode heads whose forward takes the data samples: their segmentors' FLOPs are counted on the
+# backbone and neck
+SEG_HEADS_NEEDING_SAMPLES = ('Mask2FormerHead',)
 DATASETS = {
     'CocoDataset': 'COCO',
     'CityscapesDataset': 'Cityscapes',
@@ -113,6 +147,12 @@ def imagenet_weights(backbone: dict) -> Optional[str]:
     return init.get('checkpoint') if init.get('type') == 'Pretrained' else None
 
 
+def counts_features_only(cfg: Config) -> bool:
+    """Whether a segmentor's FLOPs are its backbone's and neck's only: a decode head whose
+    forward needs the data samples (Mask2Former's) cannot be run on an image alone."""
+    return cfg.model.decode_head.type in SEG_HEADS_NEEDING_SAMPLES
+
+
 def flops_shape(cfg: Config, config: str) -> Tuple[int, int]:
     if is_classification(config):
         size = cfg.get('image_size', CLASSIFICATION_FLOPS_SIZE)
@@ -128,7 +168,7 @@ def describe(config: str, cfg: Config) -> dict:
     model = cfg.model
     if is_segmentation(config):
         collection = DECODE_HEADS[model.decode_head.type]
-        what = 'whole inference forward'
+        what = 'backbone + neck' if counts_features_only(cfg) else 'whole inference forward'
     elif is_classification(config):
         collection = 'FishNet'
         what = 'whole forward (logits)'
@@ -171,7 +211,7 @@ def measure(config: str, cfg: Config) -> Tuple[int, int]:
         from mmseg.registry import MODELS
 
         model = MODELS.build(cfg.model)
-        counted = model
+        counted = FeatureExtractor(model) if counts_features_only(cfg) else model
     elif is_classification(config):
         from mmpretrain.registry import MODELS
 
@@ -242,7 +282,13 @@ def main() -> None:
         print(f'{config}: {params / 1e6:.2f} M parameters, {flops / 1e9:.1f} GFLOPs', flush=True)
         metafiles[metafile(config)].append(entry)
     write(DETECTION, 'detection', 'backbone + neck', metafiles[DETECTION])
-    write(SEGMENTATION, 'segmentation', 'the whole inference forward', metafiles[SEGMENTATION])
+    write(
+        SEGMENTATION,
+        'segmentation',
+        'the whole inference forward (Mask2Former: backbone + neck, its head needs the data '
+        'samples)',
+        metafiles[SEGMENTATION],
+    )
     write(CLASSIFICATION, 'classification', 'the whole forward', metafiles[CLASSIFICATION])
     with open(osp.join(ROOT, MODEL_INDEX), 'w', encoding='utf-8') as f:
         f.write(

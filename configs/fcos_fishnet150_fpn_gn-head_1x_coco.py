@@ -1,0 +1,15 @@
+# FCOS (GN head), FishNet-150 + FPN, 1x schedule (12 epochs), COCO 2017 under data/coco/.
+# 16 images per iteration (8 GPUs x 2); --auto-scale-lr rescales lr for other batch sizes.
+_base_ = ['mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py', './_base_/fishnet150_fpn.py']
+model = dict(
+    # mmdet's FCOS recipe is for a caffe-style ResNet (BGR, mean only); FishNet's ImageNet
+    # weights expect RGB with ImageNet's mean and std.
+    data_preprocessor=dict(
+        mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True
+    ),
+    backbone=_base_.fishnet_backbone,
+    neck=_base_.fishnet_neck,
+)
+optim_wrapper = dict(clip_grad=_base_.fishnet_clip_grad)
+default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)
+train_cfg = dict(type=_base_.fishnet_train_loop)
