@@ -64,12 +64,12 @@ test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05))
-max_epochs = 20
+max_epochs = 14
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),
     dict(type='CosineAnnealingLR', by_epoch=True, T_max=max_epochs, begin=0, end=max_epochs),
 ]
-train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=5)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=7)
 val_cfg = dict()
 test_cfg = dict()
 default_hooks = dict(
