@@ -90,10 +90,12 @@ def test_custom_imports_alone_registers_fishnet_in_mmseg(tmp_path, tool_env):
 
 
 def test_mmdet_only_install_keeps_working(tmp_path, tool_env):
-    """With mmseg not importable, ``import mmfish`` still registers FishNet in mmdet."""
+    """With mmseg, mmpretrain and timm not importable, ``import mmfish`` still registers FishNet
+    in mmdet."""
     code = (
         'import sys\n'
         "sys.modules['mmseg'] = None  # import mmseg now raises ImportError\n"
+        "sys.modules['mmpretrain'] = sys.modules['timm'] = None\n"
         'import mmfish\n'
         'from mmfish.registry import served_toolboxes\n'
         'from mmdet.registry import MODELS\n'
