@@ -10,5 +10,5 @@ model = dict(
     neck=dict(in_channels=_base_.fishnet_neck.in_channels[1:]),
 )
 # The recipe's own gradient clipping (max_norm 0.1, stricter than the R-CNN recipes' 35) is kept.
-default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)
+default_hooks = dict(checkpoint=_base_.fishnet_checkpoint, non_finite=_base_.fishnet_non_finite)
 train_cfg = dict(type=_base_.fishnet_train_loop)

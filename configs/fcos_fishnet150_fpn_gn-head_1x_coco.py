@@ -11,5 +11,5 @@ model = dict(
     neck=_base_.fishnet_neck,
 )
 optim_wrapper = dict(clip_grad=_base_.fishnet_clip_grad)
-default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)
+default_hooks = dict(checkpoint=_base_.fishnet_checkpoint, non_finite=_base_.fishnet_non_finite)
 train_cfg = dict(type=_base_.fishnet_train_loop)

@@ -8,5 +8,5 @@ model = dict(
     panoptic_head=dict(in_channels=_base_.fishnet_neck.in_channels),
 )
 # The recipe's own gradient clipping (max_norm 0.01) is kept; its iterations resume mid-run.
-default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)
+default_hooks = dict(checkpoint=_base_.fishnet_checkpoint, non_finite=_base_.fishnet_non_finite)
 train_cfg = dict(type='ResumableIterBasedTrainLoop')

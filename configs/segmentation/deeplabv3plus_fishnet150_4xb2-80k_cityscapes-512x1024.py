@@ -16,5 +16,5 @@ model = dict(
     decode_head=dict(in_channels=832, in_index=2, c1_in_channels=320),
     auxiliary_head=dict(in_channels=512, in_index=1),
 )
-default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)
+default_hooks = dict(checkpoint=_base_.fishnet_checkpoint, non_finite=_base_.fishnet_non_finite)
 train_cfg = dict(type=_base_.fishnet_train_loop)

@@ -25,5 +25,8 @@ model = dict(
     ),
     decode_head=dict(in_channels=[320, 832, 1600, 2112]),
 )
-default_hooks = dict(checkpoint=dict(type='FaultTolerantCheckpointHook'))
+default_hooks = dict(
+    checkpoint=dict(type='FaultTolerantCheckpointHook'),
+    non_finite=dict(type='NonFiniteStepHook', max_consecutive=20),  # as ./_base_/fishnet150.py
+)
 train_cfg = dict(type='ResumableIterBasedTrainLoop')

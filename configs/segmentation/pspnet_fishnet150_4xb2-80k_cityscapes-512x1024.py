@@ -13,5 +13,5 @@ model = dict(
     decode_head=dict(in_channels=832, in_index=1),
     auxiliary_head=dict(in_channels=512, in_index=0),
 )
-default_hooks = dict(checkpoint=_base_.fishnet_checkpoint)
+default_hooks = dict(checkpoint=_base_.fishnet_checkpoint, non_finite=_base_.fishnet_non_finite)
 train_cfg = dict(type=_base_.fishnet_train_loop)

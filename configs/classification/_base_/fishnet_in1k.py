@@ -66,6 +66,9 @@ param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[30, 60, 90
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=100, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
-default_hooks = dict(checkpoint=dict(type='FaultTolerantCheckpointHook', interval=1))
+default_hooks = dict(
+    checkpoint=dict(type='FaultTolerantCheckpointHook', interval=1),
+    non_finite=dict(type='NonFiniteStepHook', max_consecutive=20),  # steps with NaN / inf skipped
+)
 # lr 0.1 is for 8 x 32 images: --auto-scale-lr scales it to another total batch size.
 auto_scale_lr = dict(base_batch_size=256)

@@ -75,6 +75,7 @@ test_cfg = dict()
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(type='FaultTolerantCheckpointHook', interval=max_epochs),
+    non_finite=dict(type='NonFiniteStepHook', max_consecutive=20),
 )
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0, deterministic=True)
