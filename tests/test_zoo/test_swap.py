@@ -93,8 +93,10 @@ def test_more_outputs_at_a_stride_than_fishnet_has_is_an_error():
     ],
 )
 def test_resnet_channels_and_strides_are_the_built_resnets(backbone):
-    registry = SEG_MODELS if backbone['type'] == 'ResNetV1c' else DET_MODELS
-    with torch.device('meta'):
+    seg = backbone['type'] == 'ResNetV1c'
+    registry = SEG_MODELS if seg else DET_MODELS
+    # in its own scope: a default scope left by an earlier test would send the build elsewhere
+    with DefaultScope.overwrite_default_scope('mmseg' if seg else 'mmdet'), torch.device('meta'):
         model = registry.build(backbone)
         outputs = model(torch.empty(1, 3, 64, 64))
     assert resnet_outputs(backbone) == [(o.shape[1], 64 // o.shape[-1]) for o in outputs]

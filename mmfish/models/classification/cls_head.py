@@ -60,8 +60,7 @@ class FishNetClsHead(ClsHead):
 
     def forward(self, feats: Tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The logits, (N, num_classes)."""
-        pooled = self.score.pool(self.score.conv(feats[-1]))
-        return self.score.fc(pooled).flatten(1)
+        return self.score(feats[-1])
 
 
 __all__ = ['FishNetClsHead']

@@ -83,8 +83,9 @@ class TimmFishNet(FishNet):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Logits from the last feature map; ``pre_logits`` stops before the last 1x1 conv."""
-        pooled = self.score.pool(self.score.conv(x))
-        return pooled.flatten(1) if pre_logits else self.score.fc(pooled).flatten(1)
+        if pre_logits:
+            return self.score.pool(self.score.conv(x)).flatten(1)
+        return self.score(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.forward_head(self.forward_features(x))
