@@ -1,6 +1,7 @@
 """Shared fixtures: generated datasets, the reference-format checkpoints, the tools run as
 subprocesses. Helpers that are not fixtures live in :mod:`mmfish.testing`."""
 
+import os
 import subprocess
 from typing import Callable, Dict, Iterator, List
 
@@ -12,6 +13,31 @@ from mmfish.datasets import generate_shapes_coco
 from mmfish.testing import ReferenceFiles, data_options
 from mmfish.testing import run_tool as _run_tool
 from mmfish.testing import tool_env as _env
+
+# The files that take longest, longest first (seconds of a worker under ``make test`` on the
+# 2-core machine, 2026-12-05): ``make test`` runs the files on 2 workers in this order
+# (``--dist=loadfile --no-loadscope-reorder``), so that one worker starts the matrix while the
+# other takes the rest, instead of the matrix starting last and running alone at the end.
+LONGEST_FIRST = (
+    'tests/test_zoo/test_zoo_matrix.py',  # 595 (with two processes of its own)
+    'tests/test_engine/test_soak_training.py',  # 230
+    'tests/test_engine/test_fault_tolerant_training.py',  # 216
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        # One torch thread per worker: on shared cores, OpenMP threads spin-wait for each other
+        # whenever another process holds a core (see ``one_thread``).
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split('::')[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
 
 
 @pytest.fixture(autouse=True)

@@ -316,7 +316,7 @@ step 6 "mmfish (editable) and the test tools"
 if [[ -n "$MMFISH_SITE" ]]; then
     echo "mmfish is used from $ROOT through PYTHONPATH"
     "$PY" -c 'import pytest' 2>/dev/null || "${PIP[@]}" "${INSTALL[@]}" pytest
-elif "$PY" -c 'import mmfish, pytest, ruff, pytorchcv' 2>/dev/null && [[ "$("$PY" -c 'import mmfish, os; print(os.path.dirname(os.path.dirname(mmfish.__file__)))')" == "$ROOT" ]]; then
+elif "$PY" -c 'import mmfish, pytest, xdist, ruff, pytorchcv' 2>/dev/null && [[ "$("$PY" -c 'import mmfish, os; print(os.path.dirname(os.path.dirname(mmfish.__file__)))')" == "$ROOT" ]]; then
     echo "already installed"
 else
     "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"

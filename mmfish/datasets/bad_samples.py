@@ -102,7 +102,9 @@ class BadSamples:
         return dict(files={f: dict(e) for f, e in self.files.items()})
 
     def load_state_dict(self, state: Optional[Dict[str, Any]]) -> None:
-        if state:
+        """The bad files a checkpoint recorded; their report is written again (a resume into a
+        new work dir has it too). A run that met none writes no report."""
+        if state and state.get('files'):
             self.files = {f: dict(e, epochs=list(e['epochs'])) for f, e in state['files'].items()}
             self.write_report()
 

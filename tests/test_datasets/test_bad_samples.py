@@ -186,9 +186,14 @@ def test_bad_samples_count_files_once_per_epoch_and_write_the_report(tmp_path) -
     message = str(bad.error('/w/iter_7.pth'))
     assert '\n' not in message and 'a.png (broken)' in message and 'b.png (gone)' in message
     assert 'iter_7.pth' in message and report in message
-    again = BadSamples(None, bound=1)
+    again = BadSamples(str(tmp_path / 'resumed' / REPORT_NAME), bound=1)
+    (tmp_path / 'resumed').mkdir()
     again.load_state_dict(bad.state_dict())
     assert again.names == ['a.png', 'b.png']
+    assert json.loads((tmp_path / 'resumed' / REPORT_NAME).read_text())['skipped_files'] == 2
+    clean = BadSamples(str(tmp_path / 'clean.json'), bound=1)
+    clean.load_state_dict(BadSamples(None, bound=1).state_dict())  # a run that met none
+    assert clean.names == [] and not (tmp_path / 'clean.json').exists()
     assert default_bound(24) == 1 and default_bound(118287) == 118
     with pytest.raises(ValueError, match='max_bad_samples must be an integer >= 0'):
         BadSamples(None, bound=-1)

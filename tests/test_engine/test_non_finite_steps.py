@@ -11,6 +11,7 @@ import glob
 import os
 import os.path as osp
 import socket
+import uuid
 from types import SimpleNamespace
 from typing import Callable, Dict
 
@@ -59,7 +60,9 @@ def _runner(wrapper_type=OptimWrapper, **wrapper_kwargs) -> SimpleNamespace:
     model = _Toy()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     wrapper = wrapper_type(optimizer=optimizer, **wrapper_kwargs)
-    hub = MessageHub.get_instance(f'non_finite_{id(model)}')
+    # A name of its own: id(model) can be reused after a collection, and with it a hub (a
+    # process-wide singleton) that counted an earlier test's skips.
+    hub = MessageHub.get_instance(f'non_finite_{uuid.uuid4().hex}')
     warnings = []
     logger = SimpleNamespace(warning=warnings.append, info=lambda message: None, warnings=warnings)
     return SimpleNamespace(
