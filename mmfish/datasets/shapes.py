@@ -290,11 +290,11 @@ def _draw_image(image_size: int, rng: np.random.Generator) -> tuple[np.ndarray, 
     num_objects = int(rng.integers(1, _MAX_OBJECTS + 1))
     for _ in range(num_objects):
         category_id = int(rng.integers(1, len(SHAPES_CLASSES) + 1))
-        placed = _place_shape(category_id, image_size, occupied, rng)
+        placed = place_shape(category_id, image_size, occupied, rng)
         if placed is None:  # no free room left for this object
             continue
         polygon, mask = placed
-        image[mask.astype(bool)] = _contrasting_colour(background, rng)
+        image[mask.astype(bool)] = contrasting_colour(background, rng)
         seg_map[mask.astype(bool)] = category_id
         # Keep later objects a pixel away so that the masks never touch.
         occupied |= cv2.dilate(mask, np.ones((3, 3), np.uint8))
@@ -304,7 +304,7 @@ def _draw_image(image_size: int, rng: np.random.Generator) -> tuple[np.ndarray, 
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), objects, seg_map
 
 
-def _contrasting_colour(background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def contrasting_colour(background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Draws a random colour that differs clearly from ``background``."""
     while True:
         colour = rng.integers(0, 256, size=3)
@@ -312,7 +312,7 @@ def _contrasting_colour(background: np.ndarray, rng: np.random.Generator) -> np.
             return colour
 
 
-def _place_shape(
+def place_shape(
     category_id: int, image_size: int, occupied: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Draws a random shape inside the image that does not touch the ``occupied`` pixels.

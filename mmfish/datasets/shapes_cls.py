@@ -27,7 +27,7 @@ import numpy as np
 
 from mmfish.utils.io import atomic_path, write_text_atomically
 
-from .shapes import SHAPES_CLASSES, _contrasting_colour, _place_shape
+from .shapes import SHAPES_CLASSES, contrasting_colour, place_shape
 
 SHAPES_CLS_FORMAT_VERSION = 1
 _SPLITS = ('train', 'val')
@@ -94,11 +94,11 @@ def _draw_one(name: str, image_size: int, rng: np.random.Generator) -> np.ndarra
     image = np.empty((image_size, image_size, 3), dtype=np.float64)
     image[:] = background
     occupied = np.zeros((image_size, image_size), dtype=np.uint8)
-    placed = _place_shape(SHAPES_CLASSES.index(name) + 1, image_size, occupied, rng)
+    placed = place_shape(SHAPES_CLASSES.index(name) + 1, image_size, occupied, rng)
     if placed is None:  # cannot happen on an empty image; kept as a guard
         raise RuntimeError(f'could not place a {name} in a {image_size}-pixel image')
     _, mask = placed
-    image[mask.astype(bool)] = _contrasting_colour(background, rng)
+    image[mask.astype(bool)] = contrasting_colour(background, rng)
     image += rng.normal(0.0, rng.uniform(4.0, 16.0), size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
