@@ -2,7 +2,8 @@
 random iterations, ends bit-identical to an undisturbed run on the same data.
 
 The data hold bad samples found only when loaded (a corrupt image, a self-intersecting polygon
-with ``train_cfg.skip_self_intersecting=True``), skipped in both runs; the random flips, RPN /
+with ``train_cfg.skip_self_intersecting=True``), skipped in both runs; one step's loss is NaN and
+another's gradient (``tests/data/inject_faults.py``), skipped in both runs; the random flips, RPN /
 RoI sampling and shuffling are on, with two persistent data-loading workers. The disturbed run is
 stopped by each event of :func:`_events` in turn and resumed with ``--resume``; after the last
 it runs to the end. The final weights, the final COCO metrics and the bad-sample report must equal
@@ -15,8 +16,8 @@ Two kinds of disturbance, each a list to extend:
   :data:`SOAK_SEED` (``MMFISH_SOAK_SEED=N`` draws others); every failure names the seed and the
   events, so that a draw can be replayed.
 - **Faults both runs share** (the undisturbed run meets them too, and both must handle them the
-  same way): the bad samples of :func:`_inject_bad_samples`, and whatever :data:`OPTIONS` injects
-  through the config.
+  same way): the bad samples of :func:`_inject_bad_samples`, the non-finite steps of
+  :data:`FAULTS`, and whatever :data:`OPTIONS` injects through the config.
 """
 
 import glob
@@ -43,6 +44,9 @@ TRAIN = osp.join(ROOT, 'tools', 'train.py')
 ITERS_PER_EPOCH = 12  # 24 images at batch 2
 MAX_EPOCHS = 17  # 204 iterations
 SOAK_SEED = 0
+# The steps (counted from 1) whose loss is NaN and whose gradient is NaN, in both runs
+# (tests/data/inject_faults.py): the first and the third quarter of the run.
+FAULTS = {'MMFISH_NAN_LOSS_ITERS': 37, 'MMFISH_NAN_GRAD_ITERS': 140}
 # Both runs' config: the demo's randomness, persistent workers, the schedule, the bad-sample
 # settings, checkpoints every 10 iterations (faults injected through the config go here too).
 OPTIONS = [
@@ -108,8 +112,17 @@ def _inject_bad_samples(root: str) -> List[str]:
     return [corrupt, osp.join(root, 'train', crossed['file_name'])]
 
 
-def _command(work: str, opts: Sequence[str], resume: bool) -> List[str]:
-    return [sys.executable, TRAIN, TINY_CONFIG, '--work-dir', work,
+def _config(tmp_path) -> str:
+    """The tiny config with the fault injector of ``tests/data`` imported."""
+    config = str(tmp_path / 'soak.py')
+    with open(config, 'w') as f:
+        f.write(f'_base_ = {TINY_CONFIG!r}\n')
+        f.write("custom_imports = dict(imports=['mmfish', 'inject_faults'])\n")
+    return config
+
+
+def _command(config: str, work: str, opts: Sequence[str], resume: bool) -> List[str]:
+    return [sys.executable, TRAIN, config, '--work-dir', work,
             *(['--resume'] if resume else []), '--cfg-options', *opts]  # fmt: skip
 
 
@@ -140,10 +153,6 @@ def _stop_at(proc: subprocess.Popen, out: str, event: Event, why: str) -> int:
         proc.wait()
 
 
-def _weights(path: str) -> Dict[str, torch.Tensor]:
-    return torch.load(path)['state_dict']
-
-
 def _metrics(work: str) -> Dict[str, float]:
     entries = []
     for path in glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json')):
@@ -161,6 +170,12 @@ def test_soak_events_then_resume_equals_undisturbed(
     seed = int(os.environ.get('MMFISH_SOAK_SEED', SOAK_SEED))
     events = _events(random.Random(seed))
     why = f'MMFISH_SOAK_SEED={seed}, events {events}'
+    tool_env = {
+        **tool_env,
+        'PYTHONPATH': os.pathsep.join([osp.join(ROOT, 'tests', 'data'), ROOT]),
+        **{name: str(step) for name, step in FAULTS.items()},
+    }
+    config = _config(tmp_path)
     root = str(tmp_path / 'data')
     shutil.copytree(tiny_shapes, root)
     bad = _inject_bad_samples(root)
@@ -172,29 +187,34 @@ def test_soak_events_then_resume_equals_undisturbed(
         out = str(tmp_path / f'run{n}.out')
         with open(out, 'w') as log:
             proc = subprocess.Popen(
-                _command(disturbed, opts, resume=n > 0), cwd=ROOT, env=tool_env, stdout=log,
+                _command(config, disturbed, opts, resume=n > 0), cwd=ROOT, env=tool_env, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             status = _stop_at(proc, out, event, why)
         assert status == EVENT_KINDS[event.kind][1], f'{open(out).read()[-3000:]}\n({why})'
 
     final = subprocess.run(
-        _command(disturbed, opts, resume=True), cwd=ROOT, env=tool_env, capture_output=True,
+        _command(config, disturbed, opts, resume=True), cwd=ROOT, env=tool_env, capture_output=True,
         text=True,
     )  # fmt: skip
     assert final.returncode == 0, f'{(final.stdout + final.stderr)[-3000:]}\n({why})'
 
     undisturbed = str(tmp_path / 'undisturbed')
     ref = subprocess.run(
-        _command(undisturbed, opts, resume=False), cwd=ROOT, env=tool_env, capture_output=True,
-        text=True,
+        _command(config, undisturbed, opts, resume=False), cwd=ROOT, env=tool_env,
+        capture_output=True, text=True,
     )  # fmt: skip
     assert ref.returncode == 0, (ref.stdout + ref.stderr)[-3000:]
+    runs = [open(p).read() for p in sorted(glob.glob(str(tmp_path / 'run*.out')))]
+    for log in (''.join(runs) + final.stdout + final.stderr, ref.stdout + ref.stderr):
+        # the disturbed run may meet a fault twice: a SIGKILL after it resumes before it
+        assert f"Iteration {FAULTS['MMFISH_NAN_LOSS_ITERS']}: non-finite loss" in log, why
+        assert f"Iteration {FAULTS['MMFISH_NAN_GRAD_ITERS']}: non-finite gradient" in log, why
 
-    a, b = (
-        _weights(osp.join(disturbed, f'iter_{last}.pth')),
-        _weights(osp.join(undisturbed, f'iter_{last}.pth')),
-    )
+    a, b = (torch.load(osp.join(w, f'iter_{last}.pth')) for w in (disturbed, undisturbed))
+    for checkpoint in (a, b):  # the skips are counted once, across resumes too
+        assert checkpoint['message_hub']['runtime_info']['non_finite_steps'] == len(FAULTS), why
+    a, b = a['state_dict'], b['state_dict']
     differing = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differing, f'{len(differing)} tensors differ, e.g. {differing[:3]} ({why})'
     assert _metrics(disturbed) == _metrics(undisturbed), why
