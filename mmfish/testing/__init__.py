@@ -5,12 +5,13 @@ pointed at generated data, and the reference network's fixtures.
 pytest fixtures built on these live in ``tests/conftest.py``; test files import from here.
 """
 
-from .data import data_options, seg_data_options, seg_demo_config
+from .data import config_importing, data_options, seg_data_options, seg_demo_config
 from .paths import (
     REFERENCE_FIXTURES,
     ROOT,
     SEG_DEMO_CONFIG,
     TEST_DATA,
+    TEST_DATA_PYTHONPATH,
     TINY_CONFIG,
     TINY_SEG_CONFIG,
 )
@@ -31,10 +32,12 @@ __all__ = [
     'ROOT',
     'SEG_DEMO_CONFIG',
     'TEST_DATA',
+    'TEST_DATA_PYTHONPATH',
     'TINY_CONFIG',
     'TINY_SEG_CONFIG',
     'LoadSpy',
     'ReferenceFiles',
+    'config_importing',
     'data_options',
     'fixture_tools',
     'import_tool',

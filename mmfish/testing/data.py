@@ -4,7 +4,7 @@ from typing import List
 
 from mmengine.config import Config
 
-from .paths import SEG_DEMO_CONFIG
+from .paths import SEG_DEMO_CONFIG, TINY_CONFIG
 
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
@@ -32,3 +32,12 @@ def seg_demo_config(data_root: str, config: str = SEG_DEMO_CONFIG) -> Config:
     for loader in _LOADERS:
         cfg[loader].dataset.data_root = data_root
     return cfg
+
+
+def config_importing(module: str, path: str, base: str = TINY_CONFIG) -> str:
+    """Write to ``path`` a config that is ``base`` with ``module`` (a helper of ``tests/data``,
+    found through :data:`TEST_DATA_PYTHONPATH`) in its ``custom_imports``; returns ``path``."""
+    with open(path, 'w') as f:
+        f.write(f'_base_ = {base!r}\n')
+        f.write(f"custom_imports = dict(imports=['mmfish', {module!r}])\n")
+    return path

@@ -1,10 +1,13 @@
 """Where the tests' inputs are in the repository checkout the tests run in."""
 
+import os
 import os.path as osp
 
 #: The repository root (the folder of ``mmfish/``, ``configs/``, ``tools/`` and ``tests/``).
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TEST_DATA = osp.join(ROOT, 'tests', 'data')
+#: ``PYTHONPATH`` for a tool whose config imports a helper module of ``tests/data``.
+TEST_DATA_PYTHONPATH = os.pathsep.join([TEST_DATA, ROOT])
 #: The shapes demo (Mask R-CNN + FishNet) shrunk to run in seconds on a CPU.
 TINY_CONFIG = osp.join(TEST_DATA, 'tiny_shapes_config.py')
 #: The segmentation demo (Semantic FPN + FishNet) shrunk likewise.

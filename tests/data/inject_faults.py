@@ -11,8 +11,8 @@ Set by environment variables of the training process (iterations counted from 1)
   checkpoint's temporary file writes half of it and fails with ``OSError(ENOSPC)``, as a full
   disk does.
 
-Used by ``tests/test_engine/test_non_finite_steps.py``, ``test_checkpoint_writes.py`` and
-``test_stop_signals.py``.
+Used by ``tests/test_engine/test_non_finite_steps.py``, ``test_checkpoint_writes.py``,
+``test_stop_signals.py`` and ``test_soak_training.py``.
 """
 
 import errno

@@ -18,7 +18,7 @@ import torch
 from mmengine.logging import MessageHub
 
 from mmfish.engine.hooks import CheckpointWriteError, FaultTolerantCheckpointHook
-from mmfish.testing import ROOT, TINY_CONFIG
+from mmfish.testing import TEST_DATA_PYTHONPATH, config_importing
 
 
 class _Runner(SimpleNamespace):
@@ -84,15 +84,10 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint(
 ) -> None:
     """Checkpoints every 3 iterations, only the newest kept; the disk is full from the third
     write (iteration 9) on: training stops in one line, iter_6.pth and last_checkpoint intact."""
-    config = str(tmp_path / 'full_disk.py')
-    with open(config, 'w') as f:
-        f.write(
-            f'_base_ = {TINY_CONFIG!r}\n'
-            "custom_imports = dict(imports=['mmfish', 'inject_faults'])\n"
-        )
+    config = config_importing('inject_faults', str(tmp_path / 'full_disk.py'))
     work = str(tmp_path / 'work')
     env = {
-        'PYTHONPATH': os.pathsep.join([osp.join(ROOT, 'tests', 'data'), ROOT]),
+        'PYTHONPATH': TEST_DATA_PYTHONPATH,
         'MMFISH_FULL_DISK_AFTER': '2',
     }
     proc = run_tool(

@@ -38,7 +38,7 @@ import pytest
 import torch
 
 from mmfish.engine.hooks import PREEMPTED_EXIT_CODE
-from mmfish.testing import ROOT, TINY_CONFIG
+from mmfish.testing import ROOT, TEST_DATA_PYTHONPATH, TINY_CONFIG, config_importing
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 ITERS_PER_EPOCH = 12  # 24 images at batch 2
@@ -293,13 +293,8 @@ def test_chaos_sigkill_at_random_moments_then_resume_equals_uninterrupted(
     ref = run_tool('train.py', TINY_CONFIG, '--work-dir', ref_dir, '--cfg-options', *opts)
     assert ref.returncode == 0, f'{_output(ref)[-3000:]}\n({why})'
 
-    slow_config = str(tmp_path / 'slow_writes.py')
-    with open(slow_config, 'w') as f:
-        f.write(
-            f'_base_ = {TINY_CONFIG!r}\n'
-            "custom_imports = dict(imports=['mmfish', 'slow_checkpoint_writes'])\n"
-        )
-    pythonpath = [osp.join(ROOT, 'tests', 'data'), ROOT, tool_env.get('PYTHONPATH', '')]
+    slow_config = config_importing('slow_checkpoint_writes', str(tmp_path / 'slow_writes.py'))
+    pythonpath = [TEST_DATA_PYTHONPATH, tool_env.get('PYTHONPATH', '')]
     env = {**tool_env, 'PYTHONPATH': os.pathsep.join(pythonpath), 'MMFISH_SLOW_WRITE_S': '1'}
     work = str(tmp_path / 'chaos')
     for n, (kind, at) in enumerate(moments):

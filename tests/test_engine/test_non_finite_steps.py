@@ -8,7 +8,6 @@ on the tiny config through ``tools/train.py`` with faults injected by
 """
 
 import glob
-import os
 import os.path as osp
 import socket
 import uuid
@@ -24,7 +23,7 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mmfish.engine.hooks import NonFiniteStepHook, NonFiniteTrainingError
 from mmfish.engine.optimizers import PartialAmpOptimWrapper
-from mmfish.testing import ROOT, TINY_CONFIG
+from mmfish.testing import ROOT, TEST_DATA_PYTHONPATH, config_importing
 
 
 def _free_port() -> str:
@@ -190,15 +189,10 @@ def test_tiny_config_skips_injected_nan_steps_then_stops(
     """NaN loss at iteration 3, NaN gradient at 5, NaN losses from 8 on with max_consecutive=3:
     3 and 5 are skipped with the weights and optimizer state of 2 and 4; the run stops at 10 in
     one line, with exit status 1, its last checkpoint that of iteration 9 (= 7's weights)."""
-    config = str(tmp_path / 'faults.py')
-    with open(config, 'w') as f:
-        f.write(
-            f'_base_ = {TINY_CONFIG!r}\n'
-            "custom_imports = dict(imports=['mmfish', 'inject_faults'])\n"
-        )
+    config = config_importing('inject_faults', str(tmp_path / 'faults.py'))
     work = str(tmp_path / 'work')
     env = {
-        'PYTHONPATH': os.pathsep.join([osp.join(ROOT, 'tests', 'data'), ROOT]),
+        'PYTHONPATH': TEST_DATA_PYTHONPATH,
         'MMFISH_NAN_LOSS_ITERS': '3,8,9,10,11',
         'MMFISH_NAN_GRAD_ITERS': '5',
     }
@@ -266,15 +260,10 @@ def test_two_processes_agree_on_a_nan_loss_of_one(
     """tools/dist_train.sh, 2 processes (gloo): a NaN loss at iteration 2 and a NaN gradient at 4,
     on rank 1 only. Both processes skip both steps (no gradient all-reduce waits for a process
     that skipped its backward pass), and the run ends normally."""
-    config = str(tmp_path / 'faults.py')
-    with open(config, 'w') as f:
-        f.write(
-            f'_base_ = {TINY_CONFIG!r}\n'
-            "custom_imports = dict(imports=['mmfish', 'inject_faults'])\n"
-        )
+    config = config_importing('inject_faults', str(tmp_path / 'faults.py'))
     work = str(tmp_path / 'work')
     env = {
-        'PYTHONPATH': os.pathsep.join([osp.join(ROOT, 'tests', 'data'), ROOT]),
+        'PYTHONPATH': TEST_DATA_PYTHONPATH,
         'MMFISH_FAULT_RANK': '1',
         'MMFISH_NAN_LOSS_ITERS': '2',
         'MMFISH_NAN_GRAD_ITERS': '4',

@@ -38,7 +38,7 @@ import torch
 
 from mmfish.datasets.bad_samples import REPORT_NAME
 from mmfish.engine.hooks import PREEMPTED_EXIT_CODE
-from mmfish.testing import ROOT, TINY_CONFIG
+from mmfish.testing import ROOT, TEST_DATA_PYTHONPATH, config_importing
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 ITERS_PER_EPOCH = 12  # 24 images at batch 2
@@ -112,15 +112,6 @@ def _inject_bad_samples(root: str) -> List[str]:
     return [corrupt, osp.join(root, 'train', crossed['file_name'])]
 
 
-def _config(tmp_path) -> str:
-    """The tiny config with the fault injector of ``tests/data`` imported."""
-    config = str(tmp_path / 'soak.py')
-    with open(config, 'w') as f:
-        f.write(f'_base_ = {TINY_CONFIG!r}\n')
-        f.write("custom_imports = dict(imports=['mmfish', 'inject_faults'])\n")
-    return config
-
-
 def _command(config: str, work: str, opts: Sequence[str], resume: bool) -> List[str]:
     return [sys.executable, TRAIN, config, '--work-dir', work,
             *(['--resume'] if resume else []), '--cfg-options', *opts]  # fmt: skip
@@ -172,10 +163,10 @@ def test_soak_events_then_resume_equals_undisturbed(
     why = f'MMFISH_SOAK_SEED={seed}, events {events}'
     tool_env = {
         **tool_env,
-        'PYTHONPATH': os.pathsep.join([osp.join(ROOT, 'tests', 'data'), ROOT]),
+        'PYTHONPATH': TEST_DATA_PYTHONPATH,
         **{name: str(step) for name, step in FAULTS.items()},
     }
-    config = _config(tmp_path)
+    config = config_importing('inject_faults', str(tmp_path / 'soak.py'))
     root = str(tmp_path / 'data')
     shutil.copytree(tiny_shapes, root)
     bad = _inject_bad_samples(root)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from mmfish.engine.hooks import INTERRUPTED_EXIT_CODE, FaultTolerantCheckpointHook
-from mmfish.testing import ROOT, TINY_CONFIG
+from mmfish.testing import ROOT, TEST_DATA_PYTHONPATH, config_importing
 
 
 def _run_until(
@@ -54,16 +54,11 @@ def _run_until(
 def test_ctrl_c_saves_and_exits_130_then_twice_aborts(
     tmp_path, tiny_shapes: str, data_opts: Callable, tool_env: Dict[str, str]
 ) -> None:
-    config = str(tmp_path / 'slow_iterations.py')
-    with open(config, 'w') as f:
-        f.write(
-            f'_base_ = {TINY_CONFIG!r}\n'
-            "custom_imports = dict(imports=['mmfish', 'inject_faults'])\n"
-        )
+    config = config_importing('inject_faults', str(tmp_path / 'slow_iterations.py'))
     work = str(tmp_path / 'work')
     env = {
         **tool_env,
-        'PYTHONPATH': os.pathsep.join([osp.join(ROOT, 'tests', 'data'), ROOT]),
+        'PYTHONPATH': TEST_DATA_PYTHONPATH,
         'MMFISH_SLOW_ITER_S': '1.5',
     }
     cmd = [
